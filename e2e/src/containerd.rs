@@ -1,0 +1,311 @@
+//! A private containerd for one test: its own root, state and sockets in a temporary
+//! directory, the wasmkube shim on its PATH. Dropping it stops, by PID, containerd and every
+//! shim and instance process it started, unmounts what they mounted and removes the directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::{require_node_tools, target_dir, Result};
+
+/// The shim binary's name (a DESIGN.md interface).
+pub const SHIM_BINARY: &str = "containerd-shim-wasmkube-v1";
+/// The runtime type to pass to `ctr run --runtime`.
+pub const RUNTIME: &str = "io.containerd.wasmkube.v1";
+
+/// The shim binary built by `cargo build --workspace` (override: `WASMKUBE_SHIM`).
+pub fn shim_binary() -> Result<PathBuf> {
+    let path = std::env::var_os("WASMKUBE_SHIM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug").join(SHIM_BINARY));
+    if !path.is_file() {
+        bail!(
+            "{} not found: build it first with `cargo build --workspace`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running private containerd.
+pub struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// The gRPC socket.
+    pub address: PathBuf,
+    /// The namespace tests use.
+    pub namespace: String,
+}
+
+impl Containerd {
+    /// Starts containerd (CRI disabled) and waits until it answers.
+    pub fn start() -> Result<Containerd> {
+        require_node_tools();
+        let shim = shim_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("wasmkube-ctrd-")
+            .tempdir()?;
+        let root = dir.path();
+        let address = root.join("containerd.sock");
+        let config = format!(
+            r#"version = 2
+root = "{root}/root"
+state = "{root}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+"#,
+            root = root.display(),
+            sock = address.display()
+        );
+        std::fs::write(root.join("config.toml"), config)?;
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin)?;
+        std::os::unix::fs::symlink(&shim, bin.join(SHIM_BINARY))?;
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(root.join("containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(root.join("config.toml"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd")?;
+        let ctrd = Containerd {
+            child,
+            dir,
+            address,
+            namespace: "wasmkube-test".into(),
+        };
+        ctrd.wait_ready()?;
+        Ok(ctrd)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.ctr(&["version"])?.status.success() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("containerd did not come up; log:\n{}", self.log())
+    }
+
+    /// The temporary directory everything lives in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// containerd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// The bundle directory of a task.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+            .join(id)
+    }
+
+    /// A `ctr` command against this containerd, ready for more arguments.
+    pub fn ctr_command(&self) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(&self.namespace);
+        cmd
+    }
+
+    /// Runs `ctr ARGS` and returns its output.
+    pub fn ctr(&self, args: &[&str]) -> Result<Output> {
+        self.ctr_command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running ctr")
+    }
+
+    /// Runs `ctr ARGS`, failing with its stderr unless it succeeds; returns stdout.
+    pub fn ctr_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.ctr(args)?;
+        if !out.status.success() {
+            bail!(
+                "ctr {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Imports an OCI archive.
+    pub fn import(&self, archive: &Path) -> Result<()> {
+        let path = archive.to_str().context("archive path is not UTF-8")?;
+        self.ctr_ok(&["images", "import", "--all-platforms", path])?;
+        Ok(())
+    }
+
+    /// The task's status column from `ctr task ls` (`RUNNING`, `STOPPED`, ...), if listed.
+    pub fn task_status(&self, id: &str) -> Result<Option<String>> {
+        let out = self.ctr_ok(&["tasks", "ls"])?;
+        Ok(out
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&id))
+            .and_then(|cols| cols.get(2).map(|s| s.to_string())))
+    }
+
+    /// The task's pid from `ctr task ls`.
+    pub fn task_pid(&self, id: &str) -> Result<u32> {
+        let out = self.ctr_ok(&["tasks", "ls"])?;
+        out.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&id))
+            .and_then(|cols| cols.get(1)?.parse().ok())
+            .with_context(|| format!("task {id} not listed:\n{out}"))
+    }
+
+    /// Polls until `id`'s status is `want` or the timeout passes.
+    pub fn wait_status(&self, id: &str, want: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.task_status(id)?;
+            if status.as_deref() == Some(want) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("task {id} is {status:?}, not {want}, after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Pids of the shim processes serving this containerd.
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let address = self.address.to_string_lossy().into_owned();
+        processes()
+            .filter(|(_, argv)| {
+                argv.first().is_some_and(|a| a.ends_with(SHIM_BINARY))
+                    && argv.iter().any(|a| a == &address)
+                    && !argv.iter().any(|a| a == "start" || a == "delete")
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Pids of instance processes whose bundle is under this containerd's state.
+    pub fn instance_pids(&self) -> Vec<i32> {
+        processes()
+            .filter(|(pid, argv)| {
+                argv.get(1).is_some_and(|a| a == "--wasmkube-instance")
+                    && std::fs::read_link(format!("/proc/{pid}/cwd"))
+                        .is_ok_and(|cwd| cwd.starts_with(self.dir()))
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Mount points under this containerd's directory.
+    pub fn mounts(&self) -> Vec<String> {
+        let dir = self.dir().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
+            .filter(|m| m.starts_with(&dir))
+            .collect()
+    }
+}
+
+/// Every process with its argv.
+pub fn processes() -> impl Iterator<Item = (i32, Vec<String>)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>();
+            Some((pid, argv))
+        })
+}
+
+/// The parent pid of `pid`.
+pub fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.get(s.rfind(')')? + 2..).map(|r| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// The socket path a serving shim listens on (its `-socket unix://...` argument).
+fn shim_socket(pid: i32) -> Option<PathBuf> {
+    let (_, argv) = processes().find(|(p, _)| *p == pid)?;
+    let i = argv.iter().position(|a| a == "-socket")?;
+    argv.get(i + 1)?.strip_prefix("unix://").map(PathBuf::from)
+}
+
+fn stop(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let shims = self.shim_pids();
+        let instances = self.instance_pids();
+        stop(self.child.id() as i32);
+        let _ = self.child.wait();
+        for pid in instances.into_iter().chain(shims.iter().copied()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        // A killed shim leaves its socket behind.
+        for pid in shims {
+            if let Some(socket) = shim_socket(pid) {
+                let _ = std::fs::remove_file(socket);
+            }
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! OCI image archives for tests: a single-layer image whose rootfs holds the module, written as
+//! an OCI image layout in a tar that `ctr images import` accepts. Platform `wasip1/wasm` or
+//! `wasip2/wasm`, entrypoint set, as `DESIGN.md` prescribes for the image format.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::Result;
+
+/// One file in the image's rootfs.
+pub struct File {
+    /// Path inside the rootfs, without a leading slash (`hello.wasm`).
+    pub path: String,
+    /// Contents.
+    pub data: Vec<u8>,
+    /// Unix mode.
+    pub mode: u32,
+}
+
+/// An image to build.
+pub struct Image {
+    /// Full containerd name (`docker.io/wasmkube/hello:test`).
+    pub name: String,
+    /// Entrypoint (args[0] and more).
+    pub entrypoint: Vec<String>,
+    /// `os` of the platform (`wasip1` or `wasip2`).
+    pub os: String,
+    /// Files of the single layer.
+    pub files: Vec<File>,
+}
+
+impl Image {
+    /// An image holding one module at `/<file>` with it as the entrypoint.
+    pub fn module(name: &str, file: &str, data: Vec<u8>, os: &str) -> Image {
+        Image {
+            name: name.to_string(),
+            entrypoint: vec![format!("/{file}")],
+            os: os.to_string(),
+            files: vec![File {
+                path: file.to_string(),
+                data,
+                mode: 0o755,
+            }],
+        }
+    }
+
+    fn layer(&self) -> Result<Vec<u8>> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o1777);
+        dir.set_size(0);
+        dir.set_mtime(0);
+        dir.set_cksum();
+        builder.append_data(&mut dir.clone(), "tmp/", std::io::empty())?;
+        for f in &self.files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(f.data.len() as u64);
+            h.set_mode(f.mode);
+            h.set_mtime(0);
+            h.set_cksum();
+            builder.append_data(&mut h, &f.path, f.data.as_slice())?;
+        }
+        Ok(builder.into_inner()?)
+    }
+
+    /// Writes the image as an OCI layout tar archive at `out`.
+    pub fn write_archive(&self, out: &Path) -> Result<()> {
+        let layer = self.layer()?;
+        let layer_digest = digest(&layer);
+        let config = serde_json::to_vec(&json!({
+            "architecture": "wasm",
+            "os": self.os,
+            "config": {"Entrypoint": self.entrypoint, "Env": ["PATH=/"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        }))?;
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(&config),
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": layer_digest,
+                "size": layer.len(),
+            }],
+        }))?;
+        let tag = self
+            .name
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .unwrap_or("latest");
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest(&manifest),
+                "size": manifest.len(),
+                "platform": {"os": self.os, "architecture": "wasm"},
+                "annotations": {
+                    "io.containerd.image.name": self.name,
+                    "org.opencontainers.image.ref.name": tag,
+                },
+            }],
+        }))?;
+        let mut archive = tar::Builder::new(
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+        );
+        let mut put = |path: &str, data: &[u8]| -> Result<()> {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_cksum();
+            archive.append_data(&mut h, path, data)?;
+            Ok(())
+        };
+        put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        put("index.json", &index)?;
+        for blob in [&layer, &config, &manifest] {
+            let d = digest(blob);
+            put(&format!("blobs/sha256/{}", &d["sha256:".len()..]), blob)?;
+        }
+        archive.into_inner()?;
+        Ok(())
+    }
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}

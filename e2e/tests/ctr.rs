@@ -1,0 +1,421 @@
+//! The shim under a real containerd, driven with `ctr`: output, exit codes, traps, kill,
+//! stdin, rootfs writes, one shim per sandbox, and bad modules (issue 2's acceptance).
+
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use wasmkube_e2e::containerd::{alive, parent_pid, Containerd, RUNTIME};
+use wasmkube_e2e::image::Image;
+use wasmkube_e2e::wasm::{rust_module, wat_fixture, Target};
+
+const HELLO_P1: &str = "docker.io/wasmkube/hello:p1";
+const HELLO_P2: &str = "docker.io/wasmkube/hello:p2";
+const PROBE: &str = "docker.io/wasmkube/probe:test";
+const SPIN: &str = "docker.io/wasmkube/spin:test";
+const TRAP: &str = "docker.io/wasmkube/trap:test";
+const UNKNOWN_IMPORT: &str = "docker.io/wasmkube/unknown-import:test";
+const NOT_WASM: &str = "docker.io/wasmkube/not-wasm:test";
+
+/// A private containerd with the test images imported.
+fn node(images: &[&str]) -> Containerd {
+    let ctrd = Containerd::start().expect("containerd starts");
+    for name in images {
+        let image = match *name {
+            HELLO_P1 => Image::module(
+                name,
+                "hello.wasm",
+                read(rust_module("hello", Target::P1)),
+                "wasip1",
+            ),
+            HELLO_P2 => Image::module(
+                name,
+                "hello.wasm",
+                read(rust_module("hello", Target::P2)),
+                "wasip2",
+            ),
+            PROBE => Image::module(
+                name,
+                "probe.wasm",
+                read(rust_module("probe", Target::P1)),
+                "wasip1",
+            ),
+            SPIN => Image::module(name, "spin.wasm", wat("spin"), "wasip1"),
+            TRAP => Image::module(name, "trap.wasm", wat("trap"), "wasip1"),
+            UNKNOWN_IMPORT => Image::module(name, "app.wasm", wat("unknown-import"), "wasip1"),
+            NOT_WASM => Image::module(name, "app.wasm", b"#!/bin/sh\necho hi\n".to_vec(), "wasip1"),
+            other => panic!("no such test image {other}"),
+        };
+        let archive = ctrd.dir().join("image.tar");
+        image.write_archive(&archive).expect("image archive");
+        ctrd.import(&archive).expect("ctr images import");
+    }
+    ctrd
+}
+
+fn read(path: anyhow::Result<std::path::PathBuf>) -> Vec<u8> {
+    std::fs::read(path.expect("module builds")).expect("module readable")
+}
+
+fn wat(name: &str) -> Vec<u8> {
+    wat_fixture(name).expect("wat fixture compiles")
+}
+
+/// `ctr run --rm` of `image` as `id` with extra args; returns (exit code, stdout, stderr).
+fn run(ctrd: &Containerd, image: &str, id: &str, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = ctrd.ctr_command();
+    cmd.args([
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip1/wasm",
+    ])
+    .args(["--env", "GREETING=hi there"])
+    .args([image, id])
+    .args(args)
+    .stdin(Stdio::null());
+    let out = cmd.output().expect("ctr runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn hello_prints_args_and_env_and_exits_with_its_code() {
+    let ctrd = node(&[HELLO_P1]);
+    let (code, out, err) = run(&ctrd, HELLO_P1, "hello-0", &["/hello.wasm", "one", "two"]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("hello from wasmkube"), "{out}");
+    assert!(out.contains("arg[0]=/hello.wasm"), "{out}");
+    assert!(
+        out.contains("arg[1]=one") && out.contains("arg[2]=two"),
+        "{out}"
+    );
+    assert!(out.contains("env GREETING=hi there"), "{out}");
+
+    let (code, _, err) = run(&ctrd, HELLO_P1, "hello-3", &["/hello.wasm", "--exit", "3"]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("exiting with 3"),
+        "module stderr reaches ctr: {err}"
+    );
+}
+
+#[test]
+fn wasi_p2_component_runs_like_the_core_module() {
+    let ctrd = node(&[HELLO_P2]);
+    let mut cmd = ctrd.ctr_command();
+    let out = cmd
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip2/wasm",
+        ])
+        .args([
+            HELLO_P2,
+            "hello-p2",
+            "/hello.wasm",
+            "component",
+            "--exit",
+            "5",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("arg[1]=component"), "{stdout}");
+    // Rust's wasip2 std reports exit codes through wasi:cli/exit.exit(result), which carries
+    // only success or failure: any non-zero code arrives as 1 (exit-with-code, WASI 0.2.12, is
+    // linked too, for components that import it).
+    assert_eq!(out.status.code(), Some(1));
+    let ok = ctrd
+        .ctr_command()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip2/wasm",
+        ])
+        .args([HELLO_P2, "hello-p2-ok"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+}
+
+#[test]
+fn trap_gives_status_134_and_a_one_line_reason() {
+    let ctrd = node(&[TRAP]);
+    let (code, _, err) = run(&ctrd, TRAP, "trap", &[]);
+    assert_eq!(code, 134, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("trapped"))
+        .unwrap_or_else(|| panic!("no trap line in {err:?}"));
+    assert!(
+        line.starts_with("wasmkube: container trap: module /trap.wasm trapped"),
+        "{line}"
+    );
+    assert!(line.contains("unreachable"), "{line}");
+}
+
+fn kill_spinning_module(signal: &str, expected_status: &str) {
+    let ctrd = node(&[SPIN]);
+    ctrd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip1/wasm",
+        SPIN,
+        "spin",
+    ])
+    .unwrap();
+    ctrd.wait_status("spin", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    let pid = ctrd.task_pid("spin").unwrap() as i32;
+    let bundle = ctrd.bundle("spin");
+    assert!(ctrd
+        .mounts()
+        .iter()
+        .any(|m| m.starts_with(bundle.to_str().unwrap())));
+
+    let started = Instant::now();
+    ctrd.ctr_ok(&["tasks", "kill", "--signal", signal, "spin"])
+        .unwrap();
+    ctrd.wait_status("spin", "STOPPED", Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{signal} did not stop the spinning module: {e}"));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "{signal} took {elapsed:?}"
+    );
+    let out = ctrd.ctr_ok(&["tasks", "delete", "spin"]).unwrap();
+    assert!(out.contains(expected_status) || out.is_empty(), "{out}");
+
+    assert!(!alive(pid), "instance process {pid} survived delete");
+    assert!(
+        !ctrd
+            .mounts()
+            .iter()
+            .any(|m| m.starts_with(bundle.to_str().unwrap())),
+        "rootfs still mounted: {:?}",
+        ctrd.mounts()
+    );
+    for controller in ["memory", "cpu", "pids"] {
+        let cg = format!("/sys/fs/cgroup/{controller}/{}/spin", ctrd.namespace);
+        assert!(!std::path::Path::new(&cg).exists(), "{cg} left behind");
+    }
+}
+
+#[test]
+fn sigterm_stops_a_spinning_module_within_two_seconds_and_delete_cleans_up() {
+    kill_spinning_module("SIGTERM", "143");
+}
+
+#[test]
+fn sigkill_stops_a_spinning_module_within_two_seconds_and_delete_cleans_up() {
+    kill_spinning_module("SIGKILL", "137");
+}
+
+#[test]
+fn stdin_piped_into_ctr_run_reaches_the_module() {
+    let ctrd = node(&[PROBE]);
+    let mut child = ctrd
+        .ctr_command()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip1/wasm",
+        ])
+        .args([PROBE, "cat", "/probe.wasm", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through the fifo\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("through the fifo\nread 17 bytes"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn file_written_under_tmp_is_in_the_rootfs_after_exit() {
+    let ctrd = node(&[PROBE]);
+    ctrd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip1/wasm",
+        PROBE,
+        "writer",
+        "/probe.wasm",
+        "write",
+        "/tmp/out.txt",
+        "persisted",
+    ])
+    .unwrap();
+    ctrd.wait_status("writer", "STOPPED", Duration::from_secs(10))
+        .unwrap();
+    let file = ctrd.bundle("writer").join("rootfs/tmp/out.txt");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "persisted");
+    ctrd.ctr_ok(&["tasks", "delete", "writer"]).unwrap();
+}
+
+fn run_in_sandbox(
+    ctrd: &Containerd,
+    sandbox: &str,
+    image: &str,
+    id: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let annotation = format!("io.kubernetes.cri.sandbox-id={sandbox}");
+    let mut cmd = ctrd.ctr_command();
+    cmd.args([
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip1/wasm",
+    ])
+    .args(["--annotation", &annotation, image, id])
+    .args(args)
+    .stdin(Stdio::null())
+    .output()
+    .unwrap()
+}
+
+#[test]
+fn two_containers_of_one_sandbox_share_one_shim_process() {
+    let ctrd = node(&[PROBE]);
+    for id in ["pod-a", "pod-b"] {
+        let out = run_in_sandbox(
+            &ctrd,
+            "sandbox-1",
+            PROBE,
+            id,
+            &["/probe.wasm", "sleep", "60"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Err(e) = ctrd.wait_status(id, "RUNNING", Duration::from_secs(10)) {
+            panic!(
+                "{e}\n{}\n{}",
+                ctrd.ctr_ok(&["tasks", "ls"]).unwrap(),
+                ctrd.log()
+            );
+        }
+    }
+    let other = run_in_sandbox(
+        &ctrd,
+        "sandbox-2",
+        PROBE,
+        "other",
+        &["/probe.wasm", "sleep", "60"],
+    );
+    assert!(other.status.success());
+    ctrd.wait_status("other", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+
+    let shim_of = |id: &str| parent_pid(ctrd.task_pid(id).unwrap() as i32).unwrap();
+    assert_eq!(shim_of("pod-a"), shim_of("pod-b"));
+    assert_ne!(shim_of("pod-a"), shim_of("other"));
+    assert_eq!(ctrd.shim_pids().len(), 2, "{:?}", ctrd.shim_pids());
+}
+
+#[test]
+fn bad_modules_fail_their_own_create_and_the_shim_keeps_serving() {
+    let ctrd = node(&[PROBE, NOT_WASM, UNKNOWN_IMPORT]);
+    let ok = run_in_sandbox(&ctrd, "pod", PROBE, "good", &["/probe.wasm", "sleep", "60"]);
+    assert!(ok.status.success());
+    ctrd.wait_status("good", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    let shim = parent_pid(ctrd.task_pid("good").unwrap() as i32).unwrap();
+
+    let cases: &[(&str, &str, &[&str], &[&str])] = &[
+        (
+            "not-wasm",
+            NOT_WASM,
+            &[],
+            &["/app.wasm", "not a WebAssembly module"],
+        ),
+        (
+            "bad-import",
+            UNKNOWN_IMPORT,
+            &[],
+            &["/app.wasm", "env", "launch_missiles"],
+        ),
+        (
+            "missing",
+            PROBE,
+            &["/nope.wasm"],
+            &["/nope.wasm", "no such file"],
+        ),
+    ];
+    for (id, image, args, expect) in cases {
+        let out = run_in_sandbox(&ctrd, "pod", image, id, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{id} should fail");
+        for needle in *expect {
+            assert!(err.contains(needle), "{id}: {needle:?} not in {err}");
+        }
+        assert!(alive(shim), "shim died after {id}");
+        assert_eq!(
+            ctrd.task_status("good").unwrap().as_deref(),
+            Some("RUNNING")
+        );
+    }
+    let again = run_in_sandbox(
+        &ctrd,
+        "pod",
+        PROBE,
+        "good-2",
+        &["/probe.wasm", "sleep", "60"],
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    ctrd.wait_status("good-2", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        parent_pid(ctrd.task_pid("good-2").unwrap() as i32),
+        Some(shim)
+    );
+}

@@ -1,0 +1,178 @@
+//! Running one prepared module to completion inside an instance process: WASI context from the
+//! run plan, `_start` for core modules, `wasi:cli/run` for components, exit code out.
+
+use std::path::PathBuf;
+
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Linker, Module, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::ModuleKind;
+
+/// Exit status for a trap, as for a native program that aborts (128 + SIGABRT).
+pub const EXIT_TRAP: i32 = 134;
+
+/// A directory the module sees.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Preopen {
+    /// Host directory.
+    pub host: PathBuf,
+    /// Path the module sees it at.
+    pub guest: String,
+    /// Whether the module may only read.
+    pub read_only: bool,
+}
+
+/// The WASI-facing part of a run: what the module sees.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WasiSetup {
+    /// argv, including argv\[0\].
+    pub args: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// Preopened directories.
+    pub preopens: Vec<Preopen>,
+}
+
+/// A module linked and pre-instantiated, waiting for its start signal.
+pub enum Prepared {
+    /// A core module.
+    Core(wasmtime::InstancePre<WasiP1Ctx>),
+    /// A command component.
+    Component(CommandPre<ComponentState>),
+}
+
+/// Store state for components.
+pub struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Loads an artifact from the cache and links it against WASI: unknown imports fail here,
+/// before the container is started. `what` names the module in messages.
+///
+/// # Safety
+/// `artifact` must be a file written by [`super::cache::ModuleCache`] (trusted, node-local): it
+/// is memory-mapped and executed.
+pub unsafe fn prepare(
+    engine: &wasmtime::Engine,
+    kind: ModuleKind,
+    artifact: &std::path::Path,
+    what: &str,
+) -> Result<Prepared, String> {
+    match kind {
+        ModuleKind::Core => {
+            // SAFETY: the caller guarantees the artifact is ours.
+            let module = unsafe { Module::deserialize_file(engine, artifact) }
+                .map_err(|e| format!("{what}: cannot load compiled module: {e:#}"))?;
+            let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
+            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s)
+                .map_err(|e| format!("cannot link WASI preview 1: {e:#}"))?;
+            let pre = linker
+                .instantiate_pre(&module)
+                .map_err(|e| format!("{what}: {}", link_error(&e)))?;
+            Ok(Prepared::Core(pre))
+        }
+        ModuleKind::Component => {
+            // SAFETY: the caller guarantees the artifact is ours.
+            let component = unsafe { Component::deserialize_file(engine, artifact) }
+                .map_err(|e| format!("{what}: cannot load compiled component: {e:#}"))?;
+            let mut linker = wasmtime::component::Linker::<ComponentState>::new(engine);
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+                .map_err(|e| format!("cannot link WASI 0.2: {e:#}"))?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("{what}: {}", link_error(&e)))?;
+            let pre = CommandPre::new(pre).map_err(|e| {
+                format!("{what}: not a wasi:cli/command component (no wasi:cli/run export): {e:#}")
+            })?;
+            Ok(Prepared::Component(pre))
+        }
+    }
+}
+
+/// Unknown imports are the common failure: say so plainly.
+fn link_error(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    if text.contains("unknown import") || text.contains("matching implementation was not found") {
+        format!("imports something this runtime does not provide (only WASI is available): {text}")
+    } else {
+        text
+    }
+}
+
+/// Runs a prepared module with the process's stdio and returns the exit status.
+pub fn run(engine: &wasmtime::Engine, prepared: Prepared, setup: &WasiSetup, what: &str) -> i32 {
+    match run_inner(engine, prepared, setup) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                return exit.0;
+            }
+            // One line on the module's stderr: the container's own log says why it died.
+            let reason = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(trap) => format!("trapped: {trap}"),
+                None => format!("failed: {}", format!("{e:#}").replace('\n', "; ")),
+            };
+            eprintln!("wasmkube: {what} {reason}");
+            EXIT_TRAP
+        }
+    }
+}
+
+fn wasi_builder(setup: &WasiSetup) -> wasmtime::Result<WasiCtxBuilder> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.inherit_stdio().args(&setup.args);
+    for (k, v) in &setup.env {
+        builder.env(k, v);
+    }
+    for p in &setup.preopens {
+        let perms = if p.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder.preopened_dir(&p.host, &p.guest, perms)?;
+    }
+    Ok(builder)
+}
+
+fn run_inner(
+    engine: &wasmtime::Engine,
+    prepared: Prepared,
+    setup: &WasiSetup,
+) -> wasmtime::Result<i32> {
+    let mut builder = wasi_builder(setup)?;
+    match prepared {
+        Prepared::Core(pre) => {
+            let mut store = Store::new(engine, builder.build_p1());
+            let instance = pre.instantiate(&mut store)?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call(&mut store, ())?;
+            Ok(0)
+        }
+        Prepared::Component(pre) => {
+            let state = ComponentState {
+                ctx: builder.build(),
+                table: ResourceTable::new(),
+            };
+            let mut store = Store::new(engine, state);
+            let command = pre.instantiate(&mut store)?;
+            match command.wasi_cli_run().call_run(&mut store)? {
+                Ok(()) => Ok(0),
+                Err(()) => Ok(1),
+            }
+        }
+    }
+}

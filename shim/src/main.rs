@@ -1,0 +1,64 @@
+//! `containerd-shim-wasmkube-v1`: the binary containerd starts for runtime
+//! `io.containerd.wasmkube.v1`. It is also each container's instance process
+//! (`--wasmkube-instance`).
+
+use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
+use wasmkube_shim::service::{Service, RUNTIME_ID};
+use wasmkube_shim::worker;
+
+const BINARY: &str = "containerd-shim-wasmkube-v1";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(worker::WORKER_FLAG) {
+        worker::main();
+    }
+    let flags = match containerd_shim::parse(&args[1..]) {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("{BINARY}: {e}");
+            std::process::exit(2);
+        }
+    };
+    if flags.version {
+        println!("{BINARY}:");
+        println!("  Version:  {}", env!("CARGO_PKG_VERSION"));
+        println!("  Runtime:  {RUNTIME_ID}");
+        println!("  Engine:   wasmtime 48 (cranelift)");
+        return;
+    }
+    if flags.info {
+        print_info();
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    runtime.block_on(containerd_shim::asynchronous::run::<Service>(
+        RUNTIME_ID, None,
+    ));
+}
+
+/// `-info`: the RuntimeInfo protobuf containerd 2.x asks shims for.
+fn print_info() {
+    let info = RuntimeInfo {
+        name: RUNTIME_ID.to_string(),
+        version: MessageField::some(RuntimeVersion {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    match info.write_to_bytes() {
+        Ok(bytes) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&bytes);
+        }
+        Err(e) => {
+            eprintln!("{BINARY}: cannot encode runtime info: {e}");
+            std::process::exit(1);
+        }
+    }
+}

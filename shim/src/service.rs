@@ -1,0 +1,157 @@
+//! The process-level shim contract: `start` (find or launch the shim that serves this pod and
+//! print its address), `delete` (clean up after a shim that was lost), and the serving process.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::publisher::RemotePublisher;
+use containerd_shim::asynchronous::{ExitSignal, Shim};
+use containerd_shim::protos::api::DeleteResponse;
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::{Config, Flags, StartOpts};
+use tracing::{info, warn};
+
+use crate::events::{timestamp, Events};
+use crate::exits::Exits;
+use crate::task::TaskService;
+use crate::{engine, spec, worker};
+
+/// containerd's name for this runtime.
+pub const RUNTIME_ID: &str = "io.containerd.wasmkube.v1";
+/// The pid file written into each bundle, read by `delete` after a lost shim.
+pub const PID_FILE: &str = "init.pid";
+
+/// The shim process.
+pub struct Service {
+    namespace: String,
+    exit: Arc<ExitSignal>,
+}
+
+#[async_trait]
+impl Shim for Service {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Service {
+            namespace: args.namespace.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        // containerd runs `start` in the bundle directory.
+        let grouping = spec::load(Path::new("."))
+            .ok()
+            .and_then(|s| spec::sandbox_id(&s).map(str::to_owned))
+            .unwrap_or_else(|| opts.id.clone());
+        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+        if !shim_is_serving(&address).await {
+            launch(&opts, &address)?;
+        }
+        std::fs::write("address", &address).map_err(|e| {
+            containerd_shim::Error::Other(format!("cannot write address file: {e}"))
+        })?;
+        Ok(address)
+    }
+
+    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = std::env::current_dir()
+            .map_err(|e| containerd_shim::Error::Other(format!("no bundle directory: {e}")))?;
+        let pid = kill_orphan(&bundle);
+        crate::rootfs::unmount(&bundle.join("rootfs"));
+        Ok(DeleteResponse {
+            pid,
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: MessageField::some(timestamp(SystemTime::now())),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        // The engine and the exit router are needed for every container: set up once here.
+        let engine = engine::new_engine().expect("the built-in engine configuration is valid");
+        let exits = Exits::start()
+            .await
+            .expect("the shim's reaper monitor accepts subscribers");
+        let exe = std::env::current_exe().expect("the shim binary knows its own path");
+        info!(namespace = %self.namespace, "serving");
+        TaskService::new(
+            engine,
+            exe,
+            exits,
+            Events::new(publisher, self.namespace.clone()),
+            self.exit.clone(),
+        )
+    }
+}
+
+async fn shim_is_serving(address: &str) -> bool {
+    let Some(path) = address.strip_prefix("unix://") else {
+        return false;
+    };
+    tokio::net::UnixStream::connect(path).await.is_ok()
+}
+
+/// Starts the serving shim and waits until it listens (it closes its stdout then).
+fn launch(opts: &StartOpts, address: &str) -> containerd_shim::Result<()> {
+    let exe = std::env::current_exe()
+        .map_err(|e| containerd_shim::Error::Other(format!("cannot find own binary: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "-namespace",
+        &opts.namespace,
+        "-id",
+        &opts.id,
+        "-address",
+        &opts.address,
+        "-socket",
+        address,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .process_group(0);
+    if opts.debug {
+        cmd.arg("-debug");
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| containerd_shim::Error::Other(format!("failed to launch shim: {e}")))?;
+    let mut ready = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_end(&mut ready);
+    }
+    Ok(())
+}
+
+/// Kills the instance process recorded in the bundle, if it is still ours; returns its pid.
+fn kill_orphan(bundle: &Path) -> u32 {
+    let Ok(text) = std::fs::read_to_string(bundle.join(PID_FILE)) else {
+        return 0;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return 0;
+    };
+    // Only a process that is our worker: pids are recycled.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let is_worker = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == worker::WORKER_FLAG.as_bytes());
+    if is_worker {
+        warn!(pid, "killing instance process left by a lost shim");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pid as u32
+}

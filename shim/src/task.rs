@@ -1,0 +1,414 @@
+//! The Task service: containerd's per-container calls, as inherent async methods over the
+//! containers this shim process serves. `task/api.rs` adapts them to the ttrpc trait;
+//! `task/state.rs` decides which transitions are legal.
+
+mod api;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::api::Mount;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::ShimConfig;
+use crate::engine::cache::ModuleCache;
+use crate::engine::run::{Preopen, WasiSetup};
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::exits::{Exit, ExitWatch, Exits};
+use crate::instance::Instance;
+use crate::spec::{self, Workload};
+use crate::stdio;
+use crate::worker::{Job, Plan};
+use state::{DeletePlan, State};
+
+/// What Create needs from containerd's request.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory (holds config.json).
+    pub bundle: PathBuf,
+    /// Rootfs mounts to set up at `<bundle>/rootfs`.
+    pub rootfs: Vec<Mount>,
+    /// Whether a terminal is wanted.
+    pub terminal: bool,
+    /// stdio FIFO paths (empty: none).
+    pub stdio: [String; 3],
+    /// Runtime options (the shim config is selected by them).
+    pub options: Option<Any>,
+}
+
+/// A container's public status, for State.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Instance pid.
+    pub pid: u32,
+    /// Lifecycle state.
+    pub state: State,
+    /// Bundle path.
+    pub bundle: PathBuf,
+    /// stdio paths.
+    pub stdio: [String; 3],
+    /// Terminal flag.
+    pub terminal: bool,
+}
+
+struct Container {
+    id: String,
+    bundle: PathBuf,
+    stdio: [String; 3],
+    terminal: bool,
+    instance: Instance,
+    state: Mutex<State>,
+    /// Held while a transition is applied and its event published, so events stay in order.
+    events_lock: tokio::sync::Mutex<()>,
+    /// Set after TaskExit is published; Wait and Delete watch it.
+    stopped: watch::Receiver<Option<Exit>>,
+    stdin: Option<stdio::StdinPump>,
+    mounted: Option<PathBuf>,
+}
+
+impl Container {
+    fn state(&self) -> State {
+        *self.state.lock().expect("state lock poisoned")
+    }
+
+    async fn wait_stopped(&self) -> Exit {
+        let mut rx = self.stopped.clone();
+        loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                // The watcher is gone only if the process is gone; report what we know.
+                return self.state().exited().unwrap_or(Exit {
+                    code: 255,
+                    at: std::time::SystemTime::now(),
+                });
+            }
+        }
+    }
+}
+
+/// The containers of one shim process (one pod, or one standalone container).
+pub struct TaskService {
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    engine: wasmtime::Engine,
+    exe: PathBuf,
+    exits: Exits,
+    events: Events,
+    shutdown: Arc<ExitSignal>,
+}
+
+impl TaskService {
+    /// A service publishing through `events`, reaping through `exits`, and spawning instance
+    /// processes from the shim binary `exe`.
+    pub fn new(
+        engine: wasmtime::Engine,
+        exe: PathBuf,
+        exits: Exits,
+        events: Events,
+        shutdown: Arc<ExitSignal>,
+    ) -> Self {
+        TaskService {
+            containers: Mutex::new(HashMap::new()),
+            engine,
+            exe,
+            exits,
+            events,
+            shutdown,
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Container>> {
+        self.containers
+            .lock()
+            .expect("containers lock poisoned")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))
+    }
+
+    /// Creates a container: mounts its rootfs, compiles its module into the node cache, and
+    /// starts its instance process, which links the module and waits. Returns the pid.
+    pub async fn create(&self, req: CreateRequest) -> Result<u32> {
+        let id = req.id.clone();
+        if id.is_empty() || id.contains('/') {
+            return Err(Error::InvalidArgument(format!("bad container id {id:?}")));
+        }
+        if self.get(&id).is_ok() {
+            return Err(Error::AlreadyExists(format!("container {id}")));
+        }
+        if req.terminal {
+            return Err(Error::Unimplemented("a terminal (tty) for Wasm containers"));
+        }
+        let config = ShimConfig::from_runtime_options(req.options.as_ref())?;
+        let mounted = rootfs_mount(&req.bundle, &req.rootfs).await?;
+        let result = self.spawn_instance(&req, &config).await;
+        let (instance, exit, stdin) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(target) = &mounted {
+                    crate::rootfs::unmount(target);
+                }
+                warn!(container_id = %id, error = %e, "create failed");
+                return Err(e);
+            }
+        };
+        let pid = instance.pid;
+        // For `delete` after a lost shim: which process belongs to this bundle.
+        if let Err(e) = std::fs::write(req.bundle.join(crate::service::PID_FILE), pid.to_string()) {
+            warn!(container_id = %id, error = %e, "cannot write pid file");
+        }
+        let (stopped_tx, stopped_rx) = watch::channel(None);
+        let container = Arc::new(Container {
+            id: id.clone(),
+            bundle: req.bundle.clone(),
+            stdio: req.stdio.clone(),
+            terminal: req.terminal,
+            instance,
+            state: Mutex::new(State::Created),
+            events_lock: tokio::sync::Mutex::new(()),
+            stopped: stopped_rx,
+            stdin,
+            mounted,
+        });
+        // Hold the event lock until TaskCreate is out, so TaskExit cannot overtake it.
+        let guard = container.events_lock.lock().await;
+        self.containers
+            .lock()
+            .expect("containers lock poisoned")
+            .insert(id.clone(), container.clone());
+        if let Some(pump) = &container.stdin {
+            pump.start()?;
+        }
+        tokio::spawn(watch_exit(
+            container.clone(),
+            exit,
+            stopped_tx,
+            self.events.clone(),
+        ));
+        let bundle = req.bundle.to_string_lossy();
+        let io = [
+            req.stdio[0].as_str(),
+            req.stdio[1].as_str(),
+            req.stdio[2].as_str(),
+        ];
+        self.events
+            .created(&id, &bundle, io, req.terminal, pid)
+            .await;
+        drop(guard);
+        info!(container_id = %id, pid, "created");
+        Ok(pid)
+    }
+
+    async fn spawn_instance(
+        &self,
+        req: &CreateRequest,
+        config: &ShimConfig,
+    ) -> Result<(Instance, ExitWatch, Option<stdio::StdinPump>)> {
+        let spec = spec::load(&req.bundle)?;
+        let run = spec::run_spec(&req.id, &spec, &req.bundle)?;
+        let job = match &run.workload {
+            Workload::Sandbox => Job::Pause,
+            Workload::Module {
+                guest_path,
+                host_path,
+            } => {
+                let what = format!("container {}: module {guest_path}", req.id);
+                let cache = ModuleCache::new(&config.cache_dir, &self.engine);
+                let engine = self.engine.clone();
+                let path = host_path.clone();
+                let what2 = what.clone();
+                let compiled =
+                    tokio::task::spawn_blocking(move || cache.prepare(&engine, &path, &what2))
+                        .await
+                        .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??;
+                info!(
+                    container_id = %req.id,
+                    digest = %compiled.digest,
+                    cache_hit = compiled.cache_hit,
+                    "module ready"
+                );
+                Job::Module {
+                    kind: compiled.kind,
+                    artifact: compiled.artifact,
+                    what,
+                }
+            }
+        };
+        let mut env = run.env.clone();
+        if !env.iter().any(|(k, _)| k == "PWD") {
+            env.push(("PWD".into(), run.cwd.clone()));
+        }
+        let read_only_root = spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false);
+        let plan = Plan {
+            id: req.id.clone(),
+            job,
+            wasi: WasiSetup {
+                args: run.args.clone(),
+                env,
+                preopens: vec![Preopen {
+                    host: run.rootfs.clone(),
+                    guest: "/".into(),
+                    read_only: read_only_root,
+                }],
+            },
+        };
+        let (child_stdio, pump) = stdio::open(&req.stdio[0], &req.stdio[1], &req.stdio[2])?;
+        let exe = self.exe.clone();
+        let bundle = req.bundle.clone();
+        let exits = self.exits.clone();
+        let (instance, exit) = tokio::task::spawn_blocking(move || {
+            Instance::spawn(&exe, &bundle, &plan, child_stdio, &exits)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("spawn task failed: {e}")))??;
+        Ok((instance, exit, pump))
+    }
+
+    /// Lets the module run. Returns the pid.
+    pub async fn start(&self, id: &str) -> Result<u32> {
+        let c = self.get(id)?;
+        let _guard = c.events_lock.lock().await;
+        c.state.lock().expect("state lock poisoned").start(id)?;
+        // If the process is already gone (killed before start), its exit is reported anyway.
+        c.instance.start(id)?;
+        self.events.started(id, c.instance.pid).await;
+        info!(container_id = %id, pid = c.instance.pid, "started");
+        Ok(c.instance.pid)
+    }
+
+    /// Sends a signal to the container's process.
+    pub async fn kill(&self, id: &str, signal: u32) -> Result<()> {
+        let c = self.get(id)?;
+        c.state().kill(id)?;
+        info!(container_id = %id, signal, "kill");
+        c.instance.kill(signal)
+    }
+
+    /// Waits for the container to exit.
+    pub async fn wait(&self, id: &str) -> Result<Exit> {
+        let c = self.get(id)?;
+        Ok(c.wait_stopped().await)
+    }
+
+    /// Removes a stopped (or never started) container, unmounting its rootfs.
+    pub async fn delete(&self, id: &str) -> Result<(u32, Exit)> {
+        let c = self.get(id)?;
+        let plan = c.state().delete(id)?;
+        let exit = match plan {
+            DeletePlan::Ready(exit) => exit,
+            DeletePlan::StopUnstarted => {
+                c.instance.close();
+                c.instance.kill(libc::SIGKILL as u32)?;
+                c.wait_stopped().await
+            }
+        };
+        if let Some(pump) = &c.stdin {
+            pump.release();
+        }
+        if let Some(target) = &c.mounted {
+            let target = target.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::rootfs::unmount(&target)).await;
+        }
+        self.containers
+            .lock()
+            .expect("containers lock poisoned")
+            .remove(id);
+        let _guard = c.events_lock.lock().await;
+        self.events.deleted(id, c.instance.pid, exit).await;
+        info!(container_id = %id, exit_code = exit.code, "deleted");
+        Ok((c.instance.pid, exit))
+    }
+
+    /// The container's status.
+    pub fn status(&self, id: &str) -> Result<Status> {
+        let c = self.get(id)?;
+        Ok(Status {
+            pid: c.instance.pid,
+            state: c.state(),
+            bundle: c.bundle.clone(),
+            stdio: c.stdio.clone(),
+            terminal: c.terminal,
+        })
+    }
+
+    /// The container's processes (one: the instance process).
+    pub fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        Ok(vec![self.get(id)?.instance.pid])
+    }
+
+    /// Closes the module's stdin (after the client has written everything).
+    pub fn close_stdin(&self, id: &str) -> Result<()> {
+        let c = self.get(id)?;
+        if let Some(pump) = &c.stdin {
+            pump.close();
+        }
+        Ok(())
+    }
+
+    /// The pid of the container, if this shim has it (Connect).
+    pub fn task_pid(&self, id: &str) -> Option<u32> {
+        self.get(id).ok().map(|c| c.instance.pid)
+    }
+
+    /// Stops the shim once it serves no container (containerd calls this after each Delete;
+    /// with one shim per pod it must outlive the pod's other containers).
+    pub fn shutdown(&self, now: bool) {
+        let empty = self
+            .containers
+            .lock()
+            .expect("containers lock poisoned")
+            .is_empty();
+        if empty || now {
+            info!("shutting down");
+            self.shutdown.signal();
+        }
+    }
+
+    /// The bundle path of a container (for stats and messages).
+    pub fn bundle(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.get(id)?.bundle.clone())
+    }
+}
+
+async fn rootfs_mount(bundle: &Path, mounts: &[Mount]) -> Result<Option<PathBuf>> {
+    let bundle = bundle.to_path_buf();
+    let mounts = mounts.to_vec();
+    tokio::task::spawn_blocking(move || crate::rootfs::mount(&bundle, &mounts))
+        .await
+        .map_err(|e| Error::Internal(format!("mount task failed: {e}")))?
+}
+
+/// Turns the instance process's exit into the Stopped state and a TaskExit event, in order.
+async fn watch_exit(
+    c: Arc<Container>,
+    mut exit: ExitWatch,
+    stopped: watch::Sender<Option<Exit>>,
+    events: Events,
+) {
+    let status = loop {
+        if let Some(status) = *exit.borrow_and_update() {
+            break status;
+        }
+        if exit.changed().await.is_err() {
+            return;
+        }
+    };
+    let _guard = c.events_lock.lock().await;
+    c.state.lock().expect("state lock poisoned").exit(status);
+    events.exited(&c.id, c.instance.pid, status).await;
+    info!(container_id = %c.id, exit_code = status.code, "exited");
+    let _ = stopped.send(Some(status));
+}

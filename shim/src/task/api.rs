@@ -1,0 +1,196 @@
+//! The ttrpc `Task` trait, adapted onto [`TaskService`]'s inherent methods. Every call the shim
+//! does not offer answers UNIMPLEMENTED (the generated defaults would say NOT_FOUND).
+
+use containerd_shim::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
+    PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest,
+    StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim::protos::api::{CheckpointTaskRequest, ProcessInfo};
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::protos::shim_async::Task;
+use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
+use containerd_shim::protos::ttrpc::Result as TtrpcResult;
+
+use super::state::State;
+use super::{CreateRequest, TaskService};
+use crate::error::Error;
+use crate::events::timestamp;
+
+/// Rejects calls about exec processes (`exec_id` set): not offered yet.
+fn no_exec(exec_id: &str) -> Result<(), Error> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unimplemented("exec processes"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Task for TaskService {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
+            return Err(Error::Unimplemented("restoring from a checkpoint").into());
+        }
+        let pid = TaskService::create(
+            self,
+            CreateRequest {
+                id: req.id.clone(),
+                bundle: req.bundle.clone().into(),
+                rootfs: req.rootfs.clone(),
+                terminal: req.terminal,
+                stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+                options: req.options.clone().into_option(),
+            },
+        )
+        .await?;
+        Ok(CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        no_exec(&req.exec_id)?;
+        let pid = TaskService::start(self, &req.id).await?;
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+        no_exec(&req.exec_id)?;
+        let s = self.status(&req.id)?;
+        let mut resp = StateResponse {
+            id: req.id.clone(),
+            bundle: s.bundle.to_string_lossy().into_owned(),
+            pid: s.pid,
+            stdin: s.stdio[0].clone(),
+            stdout: s.stdio[1].clone(),
+            stderr: s.stdio[2].clone(),
+            terminal: s.terminal,
+            ..Default::default()
+        };
+        match s.state {
+            State::Created => resp.set_status(Status::CREATED),
+            State::Running => resp.set_status(Status::RUNNING),
+            State::Stopped(exit) => {
+                resp.set_status(Status::STOPPED);
+                resp.exit_status = exit.code;
+                resp.exited_at = MessageField::some(timestamp(exit.at));
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        no_exec(&req.exec_id)?;
+        TaskService::kill(self, &req.id, req.signal).await?;
+        Ok(Empty::new())
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        no_exec(&req.exec_id)?;
+        let exit = TaskService::wait(self, &req.id).await?;
+        Ok(WaitResponse {
+            exit_status: exit.code,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        })
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        no_exec(&req.exec_id)?;
+        let (pid, exit) = TaskService::delete(self, &req.id).await?;
+        Ok(DeleteResponse {
+            pid,
+            exit_status: exit.code,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        })
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+        let processes = TaskService::pids(self, &req.id)?
+            .into_iter()
+            .map(|pid| ProcessInfo {
+                pid,
+                ..Default::default()
+            })
+            .collect();
+        Ok(PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
+        no_exec(&req.exec_id)?;
+        if req.stdin {
+            self.close_stdin(&req.id)?;
+        }
+        Ok(Empty::new())
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ConnectRequest,
+    ) -> TtrpcResult<ConnectResponse> {
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: self.task_pid(&req.id).unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
+        TaskService::shutdown(self, req.now);
+        Ok(Empty::new())
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        let pid = TaskService::pids(self, &req.id)?[0];
+        let stats = crate::stats::of_process(pid)?;
+        Ok(StatsResponse {
+            stats: MessageField::some(stats),
+            ..Default::default()
+        })
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, _req: PauseRequest) -> TtrpcResult<Empty> {
+        Err(Error::Unimplemented("Pause").into())
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, _req: ResumeRequest) -> TtrpcResult<Empty> {
+        Err(Error::Unimplemented("Resume").into())
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: CheckpointTaskRequest,
+    ) -> TtrpcResult<Empty> {
+        Err(Error::Unimplemented("Checkpoint").into())
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        Err(Error::Unimplemented("Exec").into())
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        Err(Error::Unimplemented("ResizePty").into())
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        Err(Error::Unimplemented("Update").into())
+    }
+}

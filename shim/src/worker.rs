@@ -1,0 +1,126 @@
+//! The instance process: one per container, started by the shim as
+//! `containerd-shim-wasmkube-v1 --wasmkube-instance <id>`. It receives its [`Plan`] on fd 3,
+//! links the module and reports "ready" on fd 4 (so Create fails with a clear error when the
+//! module cannot run), then waits for the start byte and runs the module with the container's
+//! stdio as its own fds 0–2. Its exit status is the container's.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::run::{self, WasiSetup};
+use crate::engine::{new_engine, ModuleKind};
+
+/// The argv flag that selects worker mode.
+pub const WORKER_FLAG: &str = "--wasmkube-instance";
+/// The fd a worker reads its plan and start byte from.
+pub const CONTROL_FD: i32 = 3;
+/// The fd a worker reports readiness on.
+pub const REPORT_FD: i32 = 4;
+/// The byte that starts the module.
+pub const START_BYTE: u8 = b'S';
+/// What a worker writes on [`REPORT_FD`] when the module is linked and ready.
+pub const READY: &str = "ready";
+
+/// What the worker runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type")]
+pub enum Job {
+    /// Hold the pod (sandbox container): wait until killed.
+    Pause,
+    /// Run a precompiled module.
+    Module {
+        /// Core module or component.
+        kind: ModuleKind,
+        /// The precompiled artifact in the node cache.
+        artifact: PathBuf,
+        /// How messages name the module (container and entrypoint).
+        what: String,
+    },
+}
+
+/// Everything a worker needs, sent by the shim as one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Container id.
+    pub id: String,
+    /// The job.
+    pub job: Job,
+    /// What the module sees.
+    pub wasi: WasiSetup,
+}
+
+/// Worker entry point; never returns.
+pub fn main() -> ! {
+    // SAFETY: the shim sets fds 3 and 4 for this process alone (dup2 before exec); nothing else
+    // in this process owns them.
+    let (control, report) =
+        unsafe { (File::from_raw_fd(CONTROL_FD), File::from_raw_fd(REPORT_FD)) };
+    std::process::exit(serve(control, report))
+}
+
+fn serve(control: File, mut report: File) -> i32 {
+    let mut control = BufReader::new(control);
+    let mut line = String::new();
+    let plan: Plan = match control
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str(&line).map_err(|e| e.to_string()))
+    {
+        Ok(plan) => plan,
+        Err(e) => return fail(&mut report, &format!("worker got an unreadable plan: {e}")),
+    };
+    match plan.job {
+        Job::Pause => {
+            if report_line(&mut report, READY).is_err() || !wait_for_start(&mut control) {
+                return 0;
+            }
+            loop {
+                // Sleeps until a signal's default action ends the process.
+                nix::unistd::pause();
+            }
+        }
+        Job::Module {
+            kind,
+            ref artifact,
+            ref what,
+        } => {
+            let engine = match new_engine() {
+                Ok(engine) => engine,
+                Err(e) => return fail(&mut report, &e.to_string()),
+            };
+            // SAFETY: the artifact path comes from the shim's own module cache.
+            let prepared = match unsafe { run::prepare(&engine, kind, artifact, what) } {
+                Ok(p) => p,
+                Err(e) => return fail(&mut report, &e),
+            };
+            if report_line(&mut report, READY).is_err() {
+                return 1;
+            }
+            drop(report);
+            if !wait_for_start(&mut control) {
+                return 0;
+            }
+            run::run(&engine, prepared, &plan.wasi, what)
+        }
+    }
+}
+
+/// Blocks until the shim sends the start byte; false when it closed the pipe instead
+/// (the container was deleted before it started).
+fn wait_for_start(control: &mut impl Read) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(control.read(&mut byte), Ok(1) if byte[0] == START_BYTE)
+}
+
+fn report_line(report: &mut File, line: &str) -> std::io::Result<()> {
+    report.write_all(format!("{line}\n").as_bytes())
+}
+
+fn fail(report: &mut File, message: &str) -> i32 {
+    let _ = report_line(report, &format!("error: {}", message.replace('\n', "; ")));
+    1
+}
