@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what wasmkube's build, demo and tests need on a Debian/Ubuntu machine, as root.
+# Idempotent: installed packages and targets are left as they are.
+set -euo pipefail
+
+APT_PACKAGES=(containerd runc ca-certificates)
+RUST_TARGETS=(wasm32-wasip1 wasm32-wasip2)
+
+log() { printf '==> %s\n' "$*"; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: need root to install ${missing[*]} (run as root)" >&2
+    exit 1
+  fi
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust with rustup first" >&2
+  exit 1
+fi
+cd "$(dirname "$0")/.."
+installed=$(rustup target list --installed)
+for t in "${RUST_TARGETS[@]}"; do
+  grep -qx "$t" <<<"$installed" || { log "rustup target add $t"; rustup target add "$t"; }
+done
+log "setup complete"
