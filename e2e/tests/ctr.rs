@@ -419,3 +419,131 @@ fn bad_modules_fail_their_own_create_and_the_shim_keeps_serving() {
         Some(shim)
     );
 }
+
+#[test]
+fn task_events_are_published_in_lifecycle_order() {
+    let ctrd = node(&[HELLO_P1]);
+    let mut events = ctrd
+        .ctr_command()
+        .arg("events")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, err) = run(&ctrd, HELLO_P1, "evented", &[]);
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let out = events.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let topics: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"evented\"") && l.contains("/tasks/"))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn pids_and_metrics_describe_the_running_module() {
+    let ctrd = node(&[PROBE]);
+    let out = run_in_sandbox(&ctrd, "m", PROBE, "busy", &["/probe.wasm", "sleep", "60"]);
+    assert!(out.status.success());
+    ctrd.wait_status("busy", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    let pid = ctrd.task_pid("busy").unwrap();
+    let ps = ctrd.ctr_ok(&["tasks", "ps", "busy"]).unwrap();
+    assert!(ps.contains(&pid.to_string()), "{ps}");
+    let metrics = ctrd.ctr_ok(&["tasks", "metrics", "busy"]).unwrap();
+    let usage = metrics
+        .lines()
+        .find(|l| l.starts_with("memory.usage_in_bytes"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no memory usage in {metrics}"));
+    assert!(usage > 0, "{metrics}");
+}
+
+#[test]
+fn unsupported_calls_answer_not_implemented() {
+    let ctrd = node(&[PROBE]);
+    let out = run_in_sandbox(&ctrd, "u", PROBE, "plain", &["/probe.wasm", "sleep", "60"]);
+    assert!(out.status.success());
+    ctrd.wait_status("plain", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    for args in [
+        &["tasks", "pause", "plain"][..],
+        &["tasks", "exec", "--exec-id", "x1", "plain", "/probe.wasm"][..],
+    ] {
+        let out = ctrd.ctr(args).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("not implemented by the wasmkube shim"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        ctrd.task_status("plain").unwrap().as_deref(),
+        Some("RUNNING")
+    );
+}
+
+#[test]
+fn a_lost_shim_is_cleaned_up_by_delete() {
+    let ctrd = node(&[PROBE]);
+    let out = run_in_sandbox(
+        &ctrd,
+        "lost",
+        PROBE,
+        "orphan",
+        &["/probe.wasm", "sleep", "60"],
+    );
+    assert!(out.status.success());
+    ctrd.wait_status("orphan", "RUNNING", Duration::from_secs(10))
+        .unwrap();
+    let pid = ctrd.task_pid("orphan").unwrap() as i32;
+    let shim = parent_pid(pid).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // containerd notices the dead shim and runs `containerd-shim-wasmkube-v1 delete`.
+    ctrd.wait_status("orphan", "STOPPED", Duration::from_secs(10))
+        .or_else(|_| {
+            // Some containerd versions drop the task instead of listing it as stopped.
+            match ctrd.task_status("orphan")? {
+                None => Ok(()),
+                Some(s) => anyhow::bail!("orphan is {s}"),
+            }
+        })
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !alive(pid),
+        "instance process {pid} outlived its shim's clean-up"
+    );
+    let _ = ctrd.ctr(&["tasks", "delete", "orphan"]);
+    let bundle = ctrd.bundle("orphan");
+    assert!(
+        !ctrd
+            .mounts()
+            .iter()
+            .any(|m| m.starts_with(bundle.to_str().unwrap())),
+        "rootfs still mounted: {:?}",
+        ctrd.mounts()
+    );
+}

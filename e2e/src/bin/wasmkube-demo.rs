@@ -40,23 +40,44 @@ fn main() -> anyhow::Result<()> {
 fn demo() -> anyhow::Result<()> {
     step("building examples/hello for wasm32-wasip1");
     let module = rust_module("hello", Target::P1)?;
-    println!("    {} ({} bytes)", module.display(), std::fs::metadata(&module)?.len());
+    println!(
+        "    {} ({} bytes)",
+        module.display(),
+        std::fs::metadata(&module)?.len()
+    );
 
     step("starting a private containerd with runtime io.containerd.wasmkube.v1");
     let ctrd = Containerd::start()?;
     println!("    socket {}", ctrd.address.display());
 
-    step(&format!("packaging and importing {IMAGE} (platform wasip1/wasm)"));
+    step(&format!(
+        "packaging and importing {IMAGE} (platform wasip1/wasm)"
+    ));
     let archive = ctrd.dir().join("hello.tar");
-    Image::module(IMAGE, "hello.wasm", std::fs::read(&module)?, "wasip1").write_archive(&archive)?;
+    Image::module(IMAGE, "hello.wasm", std::fs::read(&module)?, "wasip1")
+        .write_archive(&archive)?;
     ctrd.import(&archive)?;
     let mut ctr = ctrd.ctr_command();
     *NODE.lock().expect("demo lock") = Some(ctrd);
 
     step("ctr run --rm --runtime io.containerd.wasmkube.v1 --env DEMO=wasmkube hello /hello.wasm demo");
     let out = ctr
-        .args(["run", "--rm", "--runtime", RUNTIME, "--platform", "wasip1/wasm"])
-        .args(["--env", "DEMO=wasmkube", IMAGE, "hello-demo", "/hello.wasm", "demo"])
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip1/wasm",
+        ])
+        .args([
+            "--env",
+            "DEMO=wasmkube",
+            IMAGE,
+            "hello-demo",
+            "/hello.wasm",
+            "demo",
+        ])
         .stdin(Stdio::null())
         .output()
         .context("running ctr")?;
