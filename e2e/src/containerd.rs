@@ -290,17 +290,16 @@ fn stop(pid: i32) {
 impl Drop for Containerd {
     fn drop(&mut self) {
         let shims = self.shim_pids();
+        let sockets: Vec<PathBuf> = shims.iter().filter_map(|p| shim_socket(*p)).collect();
         let instances = self.instance_pids();
         stop(self.child.id() as i32);
         let _ = self.child.wait();
-        for pid in instances.into_iter().chain(shims.iter().copied()) {
+        for pid in instances.into_iter().chain(shims) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         // A killed shim leaves its socket behind.
-        for pid in shims {
-            if let Some(socket) = shim_socket(pid) {
-                let _ = std::fs::remove_file(socket);
-            }
+        for socket in sockets {
+            let _ = std::fs::remove_file(socket);
         }
         let mut mounts = self.mounts();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));

@@ -64,6 +64,7 @@ impl Shim for Service {
             .map_err(|e| containerd_shim::Error::Other(format!("no bundle directory: {e}")))?;
         let pid = kill_orphan(&bundle);
         crate::rootfs::unmount(&bundle.join("rootfs"));
+        remove_dead_socket(&bundle).await;
         Ok(DeleteResponse {
             pid,
             exit_status: 128 + libc::SIGKILL as u32,
@@ -131,6 +132,22 @@ fn launch(opts: &StartOpts, address: &str) -> containerd_shim::Result<()> {
         let _ = out.read_to_end(&mut ready);
     }
     Ok(())
+}
+
+/// Removes the socket of a shim that died without cleaning up (nobody answers on it).
+async fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let address = address.trim();
+    if shim_is_serving(address).await {
+        return;
+    }
+    if let Some(path) = address.strip_prefix("unix://") {
+        if std::fs::remove_file(path).is_ok() {
+            info!(socket = path, "removed socket of a lost shim");
+        }
+    }
 }
 
 /// Kills the instance process recorded in the bundle, if it is still ours; returns its pid.
