@@ -83,11 +83,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .stderr(log)
             .spawn()
             .context("starting containerd")?;
+        // A namespace of its own: ctr puts containers in the cgroup /<namespace>/<id>, which
+        // teardown removes.
+        let suffix = root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit('-').next())
+            .unwrap_or("x")
+            .to_lowercase();
         let ctrd = Containerd {
             child,
             dir,
             address,
-            namespace: "wasmkube-test".into(),
+            namespace: format!("wasmkube-test-{suffix}"),
         };
         ctrd.wait_ready()?;
         Ok(ctrd)
@@ -198,6 +206,33 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         }
     }
 
+    /// Calls the shim's `Update` for `id` directly over ttrpc with OCI `LinuxResources` JSON
+    /// (containerd 1.6's `ctr` has no `tasks update`; CRI's UpdateContainerResources is the
+    /// same call).
+    pub fn shim_update(&self, id: &str, resources: &serde_json::Value) -> Result<()> {
+        use containerd_shim_protos::protobuf::well_known_types::any::Any;
+        use containerd_shim_protos::shim::shim::UpdateTaskRequest;
+        use containerd_shim_protos::ttrpc::{context, Client};
+        let address = std::fs::read_to_string(self.bundle(id).join("address"))
+            .with_context(|| format!("reading the shim address of {id}"))?;
+        let client = Client::connect(address.trim()).context("connecting to the shim")?;
+        let tasks = containerd_shim_protos::TaskClient::new(client);
+        let req = UpdateTaskRequest {
+            id: id.to_string(),
+            resources: Some(Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: serde_json::to_vec(resources)?,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        tasks
+            .update(context::with_timeout(5_000_000_000), &req)
+            .context("shim Update")?;
+        Ok(())
+    }
+
     /// Pids of the shim processes serving this containerd.
     pub fn shim_pids(&self) -> Vec<i32> {
         let address = self.address.to_string_lossy().into_owned();
@@ -306,5 +341,35 @@ impl Drop for Containerd {
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+        remove_cgroups(&self.namespace);
+    }
+}
+
+/// Removes `/sys/fs/cgroup/<controller>/<namespace>` and the container cgroups below it (what
+/// was left by containers still running at teardown).
+fn remove_cgroups(namespace: &str) {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for controller in controllers.flatten() {
+        let ns = controller.path().join(namespace);
+        if !ns.is_dir() {
+            continue;
+        }
+        for child in std::fs::read_dir(&ns).into_iter().flatten().flatten() {
+            if child.path().is_dir() {
+                rmdir_retrying(&child.path());
+            }
+        }
+        rmdir_retrying(&ns);
+    }
+}
+
+fn rmdir_retrying(dir: &Path) {
+    for _ in 0..100 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -30,6 +30,8 @@ pub struct Image {
     pub os: String,
     /// Files of the single layer.
     pub files: Vec<File>,
+    /// Symbolic links of the single layer: (path, target).
+    pub links: Vec<(String, String)>,
 }
 
 impl Image {
@@ -44,7 +46,24 @@ impl Image {
                 data,
                 mode: 0o755,
             }],
+            links: Vec::new(),
         }
+    }
+
+    /// Adds a regular file (path without a leading slash).
+    pub fn with_file(mut self, path: &str, data: &[u8]) -> Image {
+        self.files.push(File {
+            path: path.to_string(),
+            data: data.to_vec(),
+            mode: 0o644,
+        });
+        self
+    }
+
+    /// Adds a symbolic link.
+    pub fn with_symlink(mut self, path: &str, target: &str) -> Image {
+        self.links.push((path.to_string(), target.to_string()));
+        self
     }
 
     fn layer(&self) -> Result<Vec<u8>> {
@@ -56,6 +75,26 @@ impl Image {
         dir.set_mtime(0);
         dir.set_cksum();
         builder.append_data(&mut dir.clone(), "tmp/", std::io::empty())?;
+        let mut parents: Vec<String> = self
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(self.links.iter().map(|(p, _)| p.as_str()))
+            .flat_map(|p| {
+                let parts: Vec<&str> = p.split('/').collect();
+                (1..parts.len())
+                    .map(|i| format!("{}/", parts[..i].join("/")))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        parents.sort();
+        parents.dedup();
+        for parent in parents {
+            let mut h = dir.clone();
+            h.set_mode(0o755);
+            h.set_cksum();
+            builder.append_data(&mut h, &parent, std::io::empty())?;
+        }
         for f in &self.files {
             let mut h = tar::Header::new_gnu();
             h.set_size(f.data.len() as u64);
@@ -63,6 +102,14 @@ impl Image {
             h.set_mtime(0);
             h.set_cksum();
             builder.append_data(&mut h, &f.path, f.data.as_slice())?;
+        }
+        for (path, target) in &self.links {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_mtime(0);
+            builder.append_link(&mut h, path, target)?;
         }
         Ok(builder.into_inner()?)
     }

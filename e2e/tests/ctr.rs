@@ -7,89 +7,21 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use wasmkube_e2e::containerd::{alive, parent_pid, Containerd, RUNTIME};
-use wasmkube_e2e::image::Image;
-use wasmkube_e2e::wasm::{rust_module, wat_fixture, Target};
-
-const HELLO_P1: &str = "docker.io/wasmkube/hello:p1";
-const HELLO_P2: &str = "docker.io/wasmkube/hello:p2";
-const PROBE: &str = "docker.io/wasmkube/probe:test";
-const SPIN: &str = "docker.io/wasmkube/spin:test";
-const TRAP: &str = "docker.io/wasmkube/trap:test";
-const UNKNOWN_IMPORT: &str = "docker.io/wasmkube/unknown-import:test";
-const NOT_WASM: &str = "docker.io/wasmkube/not-wasm:test";
-
-/// A private containerd with the test images imported.
-fn node(images: &[&str]) -> Containerd {
-    let ctrd = Containerd::start().expect("containerd starts");
-    for name in images {
-        let image = match *name {
-            HELLO_P1 => Image::module(
-                name,
-                "hello.wasm",
-                read(rust_module("hello", Target::P1)),
-                "wasip1",
-            ),
-            HELLO_P2 => Image::module(
-                name,
-                "hello.wasm",
-                read(rust_module("hello", Target::P2)),
-                "wasip2",
-            ),
-            PROBE => Image::module(
-                name,
-                "probe.wasm",
-                read(rust_module("probe", Target::P1)),
-                "wasip1",
-            ),
-            SPIN => Image::module(name, "spin.wasm", wat("spin"), "wasip1"),
-            TRAP => Image::module(name, "trap.wasm", wat("trap"), "wasip1"),
-            UNKNOWN_IMPORT => Image::module(name, "app.wasm", wat("unknown-import"), "wasip1"),
-            NOT_WASM => Image::module(name, "app.wasm", b"#!/bin/sh\necho hi\n".to_vec(), "wasip1"),
-            other => panic!("no such test image {other}"),
-        };
-        let archive = ctrd.dir().join("image.tar");
-        image.write_archive(&archive).expect("image archive");
-        ctrd.import(&archive).expect("ctr images import");
-    }
-    ctrd
-}
-
-fn read(path: anyhow::Result<std::path::PathBuf>) -> Vec<u8> {
-    std::fs::read(path.expect("module builds")).expect("module readable")
-}
-
-fn wat(name: &str) -> Vec<u8> {
-    wat_fixture(name).expect("wat fixture compiles")
-}
-
-/// `ctr run --rm` of `image` as `id` with extra args; returns (exit code, stdout, stderr).
-fn run(ctrd: &Containerd, image: &str, id: &str, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = ctrd.ctr_command();
-    cmd.args([
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip1/wasm",
-    ])
-    .args(["--env", "GREETING=hi there"])
-    .args([image, id])
-    .args(args)
-    .stdin(Stdio::null());
-    let out = cmd.output().expect("ctr runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use wasmkube_e2e::containerd::{alive, parent_pid, RUNTIME};
+use wasmkube_e2e::fixtures::{
+    node, run, run_in_sandbox, HELLO_P1, HELLO_P2, NOT_WASM, PROBE, SPIN, TRAP, UNKNOWN_IMPORT,
+};
 
 #[test]
 fn hello_prints_args_and_env_and_exits_with_its_code() {
     let ctrd = node(&[HELLO_P1]);
-    let (code, out, err) = run(&ctrd, HELLO_P1, "hello-0", &["/hello.wasm", "one", "two"]);
+    let (code, out, err) = run(
+        &ctrd,
+        &["--env", "GREETING=hi there"],
+        HELLO_P1,
+        "hello-0",
+        &["/hello.wasm", "one", "two"],
+    );
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("hello from wasmkube"), "{out}");
     assert!(out.contains("arg[0]=/hello.wasm"), "{out}");
@@ -99,7 +31,13 @@ fn hello_prints_args_and_env_and_exits_with_its_code() {
     );
     assert!(out.contains("env GREETING=hi there"), "{out}");
 
-    let (code, _, err) = run(&ctrd, HELLO_P1, "hello-3", &["/hello.wasm", "--exit", "3"]);
+    let (code, _, err) = run(
+        &ctrd,
+        &["--env", "GREETING=hi there"],
+        HELLO_P1,
+        "hello-3",
+        &["/hello.wasm", "--exit", "3"],
+    );
     assert_eq!(code, 3);
     assert!(
         err.contains("exiting with 3"),
@@ -157,7 +95,7 @@ fn wasi_p2_component_runs_like_the_core_module() {
 #[test]
 fn trap_gives_status_134_and_a_one_line_reason() {
     let ctrd = node(&[TRAP]);
-    let (code, _, err) = run(&ctrd, TRAP, "trap", &[]);
+    let (code, _, err) = run(&ctrd, &["--env", "GREETING=hi there"], TRAP, "trap", &[]);
     assert_eq!(code, 134, "{err}");
     let line = err
         .lines()
@@ -293,30 +231,6 @@ fn file_written_under_tmp_is_in_the_rootfs_after_exit() {
     ctrd.ctr_ok(&["tasks", "delete", "writer"]).unwrap();
 }
 
-fn run_in_sandbox(
-    ctrd: &Containerd,
-    sandbox: &str,
-    image: &str,
-    id: &str,
-    args: &[&str],
-) -> std::process::Output {
-    let annotation = format!("io.kubernetes.cri.sandbox-id={sandbox}");
-    let mut cmd = ctrd.ctr_command();
-    cmd.args([
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip1/wasm",
-    ])
-    .args(["--annotation", &annotation, image, id])
-    .args(args)
-    .stdin(Stdio::null())
-    .output()
-    .unwrap()
-}
-
 #[test]
 fn two_containers_of_one_sandbox_share_one_shim_process() {
     let ctrd = node(&[PROBE]);
@@ -324,6 +238,7 @@ fn two_containers_of_one_sandbox_share_one_shim_process() {
         let out = run_in_sandbox(
             &ctrd,
             "sandbox-1",
+            &[],
             PROBE,
             id,
             &["/probe.wasm", "sleep", "60"],
@@ -344,6 +259,7 @@ fn two_containers_of_one_sandbox_share_one_shim_process() {
     let other = run_in_sandbox(
         &ctrd,
         "sandbox-2",
+        &[],
         PROBE,
         "other",
         &["/probe.wasm", "sleep", "60"],
@@ -361,7 +277,14 @@ fn two_containers_of_one_sandbox_share_one_shim_process() {
 #[test]
 fn bad_modules_fail_their_own_create_and_the_shim_keeps_serving() {
     let ctrd = node(&[PROBE, NOT_WASM, UNKNOWN_IMPORT]);
-    let ok = run_in_sandbox(&ctrd, "pod", PROBE, "good", &["/probe.wasm", "sleep", "60"]);
+    let ok = run_in_sandbox(
+        &ctrd,
+        "pod",
+        &[],
+        PROBE,
+        "good",
+        &["/probe.wasm", "sleep", "60"],
+    );
     assert!(ok.status.success());
     ctrd.wait_status("good", "RUNNING", Duration::from_secs(10))
         .unwrap();
@@ -388,7 +311,7 @@ fn bad_modules_fail_their_own_create_and_the_shim_keeps_serving() {
         ),
     ];
     for (id, image, args, expect) in cases {
-        let out = run_in_sandbox(&ctrd, "pod", image, id, args);
+        let out = run_in_sandbox(&ctrd, "pod", &[], image, id, args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{id} should fail");
         for needle in *expect {
@@ -403,6 +326,7 @@ fn bad_modules_fail_their_own_create_and_the_shim_keeps_serving() {
     let again = run_in_sandbox(
         &ctrd,
         "pod",
+        &[],
         PROBE,
         "good-2",
         &["/probe.wasm", "sleep", "60"],
@@ -431,7 +355,13 @@ fn task_events_are_published_in_lifecycle_order() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let (code, _, err) = run(&ctrd, HELLO_P1, "evented", &[]);
+    let (code, _, err) = run(
+        &ctrd,
+        &["--env", "GREETING=hi there"],
+        HELLO_P1,
+        "evented",
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     std::thread::sleep(Duration::from_millis(300));
     let _ = events.kill();
@@ -457,7 +387,14 @@ fn task_events_are_published_in_lifecycle_order() {
 #[test]
 fn pids_and_metrics_describe_the_running_module() {
     let ctrd = node(&[PROBE]);
-    let out = run_in_sandbox(&ctrd, "m", PROBE, "busy", &["/probe.wasm", "sleep", "60"]);
+    let out = run_in_sandbox(
+        &ctrd,
+        "m",
+        &[],
+        PROBE,
+        "busy",
+        &["/probe.wasm", "sleep", "60"],
+    );
     assert!(out.status.success());
     ctrd.wait_status("busy", "RUNNING", Duration::from_secs(10))
         .unwrap();
@@ -476,7 +413,14 @@ fn pids_and_metrics_describe_the_running_module() {
 #[test]
 fn unsupported_calls_answer_not_implemented() {
     let ctrd = node(&[PROBE]);
-    let out = run_in_sandbox(&ctrd, "u", PROBE, "plain", &["/probe.wasm", "sleep", "60"]);
+    let out = run_in_sandbox(
+        &ctrd,
+        "u",
+        &[],
+        PROBE,
+        "plain",
+        &["/probe.wasm", "sleep", "60"],
+    );
     assert!(out.status.success());
     ctrd.wait_status("plain", "RUNNING", Duration::from_secs(10))
         .unwrap();
@@ -504,6 +448,7 @@ fn a_lost_shim_is_cleaned_up_by_delete() {
     let out = run_in_sandbox(
         &ctrd,
         "lost",
+        &[],
         PROBE,
         "orphan",
         &["/probe.wasm", "sleep", "60"],

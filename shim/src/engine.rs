@@ -2,6 +2,7 @@
 //! process (which runs) build it from this one function, so precompiled artifacts always match.
 
 pub mod cache;
+pub mod limits;
 pub mod run;
 
 use std::hash::{Hash, Hasher};

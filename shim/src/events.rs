@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use containerd_shim::asynchronous::publisher::RemotePublisher;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+};
 use containerd_shim::protos::protobuf::{well_known_types::timestamp::Timestamp, MessageDyn};
 use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc::context::Context;
@@ -79,6 +81,16 @@ impl Events {
             ..Default::default()
         };
         self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    /// `/tasks/oom`: the kernel's OOM killer ended the container's process.
+    pub async fn oom(&self, id: &str) {
+        let event = TaskOOM {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(event))
             .await;
     }
 

@@ -13,6 +13,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::engine::limits::EngineLimits;
 use crate::error::{Error, Result};
 use crate::exits::{ExitWatch, Exits};
 use crate::stdio::ChildStdio;
@@ -26,14 +27,16 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts the worker for `plan` (from the shim binary `exe`) and waits until it has linked
-    /// the module. A module that cannot run fails here, naming the module and the problem.
+    /// Starts the worker for `plan` (from the shim binary `exe`), runs `placed` with its pid
+    /// (to put it in its cgroup) before it does anything, and waits until it has linked the
+    /// module. A module that cannot run fails here, naming the module and the problem.
     pub fn spawn(
         exe: &Path,
         cwd: &Path,
         plan: &Plan,
         stdio: ChildStdio,
         exits: &Exits,
+        placed: impl FnOnce(u32) -> Result<()>,
     ) -> Result<(Instance, ExitWatch)> {
         let pipe = || {
             nix::unistd::pipe2(OFlag::O_CLOEXEC)
@@ -77,8 +80,10 @@ impl Instance {
             pid: pid as u32,
             control: Mutex::new(Some(File::from(control_tx))),
         };
-        instance.send_plan(plan)?;
-        match read_report(report_rx) {
+        let ready = placed(instance.pid)
+            .and_then(|()| instance.send_plan(plan))
+            .and_then(|()| read_report(report_rx));
+        match ready {
             Ok(()) => Ok((instance, exit)),
             Err(e) => {
                 instance.close();
@@ -98,7 +103,7 @@ impl Instance {
     fn write_control(&self, bytes: &[u8], id: &str) -> Result<()> {
         let mut control = self.control.lock().expect("control lock poisoned");
         let file = control.as_mut().ok_or_else(|| {
-            Error::FailedPrecondition(format!("instance {id} was already started"))
+            Error::FailedPrecondition(format!("the instance process of {id} has been released"))
         })?;
         file.write_all(bytes).map_err(Error::io(format!(
             "failed to signal instance process of {id}"
@@ -107,9 +112,15 @@ impl Instance {
 
     /// Lets the module run.
     pub fn start(&self, id: &str) -> Result<()> {
-        self.write_control(&[worker::START_BYTE], id)?;
-        self.close();
-        Ok(())
+        self.write_control(&[worker::START_BYTE], id)
+    }
+
+    /// Sends new engine limits to the running module (in-place resize).
+    pub fn update(&self, id: &str, limits: &EngineLimits) -> Result<()> {
+        let mut line = serde_json::to_vec(limits)
+            .map_err(|e| Error::Internal(format!("cannot encode limits for {id}: {e}")))?;
+        line.push(b'\n');
+        self.write_control(&line, id)
     }
 
     /// Closes the control pipe; a worker that was not started then exits by itself.

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use crate::error::{Error, Result};
+use crate::isolation::{NetNs, Sandbox};
 
 /// The CRI annotation that says whether a container is the pod sandbox or an app container.
 pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
@@ -110,6 +111,30 @@ pub fn run_spec(id: &str, spec: &Spec, bundle: &Path) -> Result<RunSpec> {
         rootfs,
         terminal: process.terminal().unwrap_or(false),
     })
+}
+
+/// The instance process's sandbox from the spec: its network namespace and its user.
+pub fn sandbox(spec: &Spec) -> Sandbox {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let netns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .map(|n| match n.path() {
+            Some(path) => NetNs::Join(path.clone()),
+            None => NetNs::New,
+        })
+        .unwrap_or(NetNs::Host);
+    let user = spec.process().as_ref().map(|p| p.user().clone());
+    Sandbox {
+        netns,
+        uid: user.as_ref().map(|u| u.uid()).unwrap_or(0),
+        gid: user.as_ref().map(|u| u.gid()).unwrap_or(0),
+        additional_gids: user
+            .and_then(|u| u.additional_gids().clone())
+            .unwrap_or_default(),
+    }
 }
 
 /// Splits `NAME=value` strings; entries without `=` get an empty value.

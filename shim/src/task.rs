@@ -12,16 +12,20 @@ use std::sync::{Arc, Mutex};
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::api::Mount;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use oci_spec::runtime::LinuxResources;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cgroup::{self, Cgroup, Limits};
 use crate::config::ShimConfig;
 use crate::engine::cache::ModuleCache;
-use crate::engine::run::{Preopen, WasiSetup};
+use crate::engine::limits::EngineLimits;
+use crate::engine::run::WasiSetup;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::exits::{Exit, ExitWatch, Exits};
 use crate::instance::Instance;
+use crate::policy::Policy;
 use crate::spec::{self, Workload};
 use crate::stdio;
 use crate::worker::{Job, Plan};
@@ -59,6 +63,15 @@ pub struct Status {
     pub terminal: bool,
 }
 
+/// What spawning an instance yields.
+struct Spawned {
+    instance: Instance,
+    exit: ExitWatch,
+    stdin: Option<stdio::StdinPump>,
+    cgroup: Cgroup,
+    code_size: u64,
+}
+
 struct Container {
     id: String,
     bundle: PathBuf,
@@ -72,6 +85,11 @@ struct Container {
     stopped: watch::Receiver<Option<Exit>>,
     stdin: Option<stdio::StdinPump>,
     mounted: Option<PathBuf>,
+    cgroup: Cgroup,
+    /// Size of the precompiled code (part of the engine-limit formula).
+    code_size: u64,
+    /// Engine limits changed by Update before Start; sent right after the start byte.
+    pending_limits: Mutex<Option<EngineLimits>>,
 }
 
 impl Container {
@@ -151,7 +169,13 @@ impl TaskService {
         let config = ShimConfig::from_runtime_options(req.options.as_ref())?;
         let mounted = rootfs_mount(&req.bundle, &req.rootfs).await?;
         let result = self.spawn_instance(&req, &config).await;
-        let (instance, exit, stdin) = match result {
+        let Spawned {
+            instance,
+            exit,
+            stdin,
+            cgroup,
+            code_size,
+        } = match result {
             Ok(v) => v,
             Err(e) => {
                 if let Some(target) = &mounted {
@@ -178,6 +202,9 @@ impl TaskService {
             stopped: stopped_rx,
             stdin,
             mounted,
+            cgroup,
+            code_size,
+            pending_limits: Mutex::new(None),
         });
         // Hold the event lock until TaskCreate is out, so TaskExit cannot overtake it.
         let guard = container.events_lock.lock().await;
@@ -208,41 +235,33 @@ impl TaskService {
         Ok(pid)
     }
 
-    async fn spawn_instance(
-        &self,
-        req: &CreateRequest,
-        config: &ShimConfig,
-    ) -> Result<(Instance, ExitWatch, Option<stdio::StdinPump>)> {
+    async fn spawn_instance(&self, req: &CreateRequest, config: &ShimConfig) -> Result<Spawned> {
         let spec = spec::load(&req.bundle)?;
         let run = spec::run_spec(&req.id, &spec, &req.bundle)?;
-        let job = match &run.workload {
-            Workload::Sandbox => Job::Pause,
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        let policy = Policy::from_annotations(&annotations, &req.id)?;
+        let (job, code_size) = match &run.workload {
+            Workload::Sandbox => (Job::Pause, 0),
             Workload::Module {
                 guest_path,
                 host_path,
-            } => {
-                let what = format!("container {}: module {guest_path}", req.id);
-                let cache = ModuleCache::new(&config.cache_dir, &self.engine);
-                let engine = self.engine.clone();
-                let path = host_path.clone();
-                let what2 = what.clone();
-                let compiled =
-                    tokio::task::spawn_blocking(move || cache.prepare(&engine, &path, &what2))
-                        .await
-                        .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??;
-                info!(
-                    container_id = %req.id,
-                    digest = %compiled.digest,
-                    cache_hit = compiled.cache_hit,
-                    "module ready"
-                );
-                Job::Module {
-                    kind: compiled.kind,
-                    artifact: compiled.artifact,
-                    what,
-                }
-            }
+            } => self.compile(&req.id, guest_path, host_path, config).await?,
         };
+        let linux = spec.linux().as_ref();
+        let limits = linux
+            .and_then(|l| l.resources().as_ref())
+            .map(Limits::from_resources)
+            .unwrap_or_default();
+        let cgroup_path = linux
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cgroup = Cgroup::new(
+            Path::new(cgroup::ROOT),
+            cgroup::relative_path(&cgroup_path, &req.id)?,
+        );
+        cgroup.create()?;
+        cgroup.apply(&limits)?;
         let mut env = run.env.clone();
         if !env.iter().any(|(k, _)| k == "PWD") {
             env.push(("PWD".into(), run.cwd.clone()));
@@ -252,29 +271,77 @@ impl TaskService {
             .as_ref()
             .and_then(|r| r.readonly())
             .unwrap_or(false);
+        let mounts = spec.mounts().clone().unwrap_or_default();
         let plan = Plan {
             id: req.id.clone(),
             job,
             wasi: WasiSetup {
                 args: run.args.clone(),
                 env,
-                preopens: vec![Preopen {
-                    host: run.rootfs.clone(),
-                    guest: "/".into(),
-                    read_only: read_only_root,
-                }],
+                preopens: policy.preopens(&req.id, &run.rootfs, read_only_root, &mounts)?,
+                network: policy.network,
+                limits: EngineLimits::for_memory_limit(limits.memory_bytes(), code_size),
             },
+            sandbox: spec::sandbox(&spec),
         };
         let (child_stdio, pump) = stdio::open(&req.stdio[0], &req.stdio[1], &req.stdio[2])?;
         let exe = self.exe.clone();
         let bundle = req.bundle.clone();
         let exits = self.exits.clone();
-        let (instance, exit) = tokio::task::spawn_blocking(move || {
-            Instance::spawn(&exe, &bundle, &plan, child_stdio, &exits)
+        let cg = cgroup.clone();
+        let spawned = tokio::task::spawn_blocking(move || {
+            Instance::spawn(&exe, &bundle, &plan, child_stdio, &exits, |pid| cg.add(pid))
         })
         .await
-        .map_err(|e| Error::Internal(format!("spawn task failed: {e}")))??;
-        Ok((instance, exit, pump))
+        .map_err(|e| Error::Internal(format!("spawn task failed: {e}")))?;
+        match spawned {
+            Ok((instance, exit)) => Ok(Spawned {
+                instance,
+                exit,
+                stdin: pump,
+                cgroup,
+                code_size,
+            }),
+            Err(e) => {
+                let _ = cgroup.delete();
+                Err(e)
+            }
+        }
+    }
+
+    /// Compiles the module into the node cache (or finds it there).
+    async fn compile(
+        &self,
+        id: &str,
+        guest_path: &str,
+        host_path: &Path,
+        config: &ShimConfig,
+    ) -> Result<(Job, u64)> {
+        let what = format!("container {id}: module {guest_path}");
+        let cache = ModuleCache::new(&config.cache_dir, &self.engine);
+        let engine = self.engine.clone();
+        let path = host_path.to_path_buf();
+        let label = what.clone();
+        let compiled = tokio::task::spawn_blocking(move || cache.prepare(&engine, &path, &label))
+            .await
+            .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??;
+        info!(
+            container_id = %id,
+            digest = %compiled.digest,
+            cache_hit = compiled.cache_hit,
+            "module ready"
+        );
+        let code_size = std::fs::metadata(&compiled.artifact)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok((
+            Job::Module {
+                kind: compiled.kind,
+                artifact: compiled.artifact,
+                what,
+            },
+            code_size,
+        ))
     }
 
     /// Lets the module run. Returns the pid.
@@ -284,6 +351,14 @@ impl TaskService {
         c.state.lock().expect("state lock poisoned").start(id)?;
         // If the process is already gone (killed before start), its exit is reported anyway.
         c.instance.start(id)?;
+        let pending = c
+            .pending_limits
+            .lock()
+            .expect("limits lock poisoned")
+            .take();
+        if let Some(limits) = pending {
+            c.instance.update(id, &limits)?;
+        }
         self.events.started(id, c.instance.pid).await;
         info!(container_id = %id, pid = c.instance.pid, "started");
         Ok(c.instance.pid)
@@ -322,6 +397,10 @@ impl TaskService {
             let target = target.clone();
             let _ = tokio::task::spawn_blocking(move || crate::rootfs::unmount(&target)).await;
         }
+        let cgroup = c.cgroup.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || cgroup.delete()).await {
+            warn!(container_id = %id, error = %e, "cgroup left behind");
+        }
         self.containers
             .lock()
             .expect("containers lock poisoned")
@@ -330,6 +409,32 @@ impl TaskService {
         self.events.deleted(id, c.instance.pid, exit).await;
         info!(container_id = %id, exit_code = exit.code, "deleted");
         Ok((c.instance.pid, exit))
+    }
+
+    /// In-place resize: new cgroup limits, and engine limits derived from them.
+    pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
+        let c = self.get(id)?;
+        let limits = Limits::from_resources(resources);
+        c.cgroup.apply(&limits)?;
+        let engine = EngineLimits::for_memory_limit(limits.memory_bytes(), c.code_size);
+        match c.state() {
+            State::Created => {
+                *c.pending_limits.lock().expect("limits lock poisoned") = Some(engine);
+            }
+            State::Running => c.instance.update(id, &engine)?,
+            State::Stopped(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id} has exited; nothing to update"
+                )))
+            }
+        }
+        info!(container_id = %id, memory = ?limits.memory, cpu_quota = ?limits.cpu_quota, "updated");
+        Ok(())
+    }
+
+    /// The container's cgroup metrics (containerd's v1 or v2 `Metrics`).
+    pub fn stats(&self, id: &str) -> Result<Any> {
+        self.get(id)?.cgroup.metrics()
     }
 
     /// The container's status.
@@ -408,6 +513,10 @@ async fn watch_exit(
     };
     let _guard = c.events_lock.lock().await;
     c.state.lock().expect("state lock poisoned").exit(status);
+    if c.cgroup.oom_kills() > 0 {
+        warn!(container_id = %c.id, "killed by the kernel OOM killer (memory limit)");
+        events.oom(&c.id).await;
+    }
     events.exited(&c.id, c.instance.pid, status).await;
     info!(container_id = %c.id, exit_code = status.code, "exited");
     let _ = stopped.send(Some(status));

@@ -1,8 +1,10 @@
 //! The instance process: one per container, started by the shim as
-//! `containerd-shim-wasmkube-v1 --wasmkube-instance <id>`. It receives its [`Plan`] on fd 3,
-//! links the module and reports "ready" on fd 4 (so Create fails with a clear error when the
-//! module cannot run), then waits for the start byte and runs the module with the container's
-//! stdio as its own fds 0–2. Its exit status is the container's.
+//! `containerd-shim-wasmkube-v1 --wasmkube-instance <id>` and placed in the container's cgroup.
+//! It receives its [`Plan`] on fd 3, enters its sandbox ([`crate::isolation`]), links the module
+//! and reports "ready" on fd 4 (so Create fails with a clear error when the module cannot run),
+//! then waits for the start byte and runs the module with the container's stdio as its own
+//! fds 0–2. After the start byte, fd 3 carries engine-limit updates (one JSON
+//! [`EngineLimits`] per line). Its exit status is the container's.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,8 +13,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::limits::{EngineLimits, Limiter};
 use crate::engine::run::{self, WasiSetup};
 use crate::engine::{new_engine, ModuleKind};
+use crate::isolation::{self, Sandbox};
 
 /// The argv flag that selects worker mode.
 pub const WORKER_FLAG: &str = "--wasmkube-instance";
@@ -51,6 +55,8 @@ pub struct Plan {
     pub job: Job,
     /// What the module sees.
     pub wasi: WasiSetup,
+    /// The process sandbox.
+    pub sandbox: Sandbox,
 }
 
 /// Worker entry point; never returns.
@@ -73,6 +79,14 @@ fn serve(control: File, mut report: File) -> i32 {
         Ok(plan) => plan,
         Err(e) => return fail(&mut report, &format!("worker got an unreadable plan: {e}")),
     };
+    // First, while this process is still single-threaded and before any module code is
+    // loaded.
+    if let Err(e) = isolation::enter(&plan.sandbox) {
+        return fail(
+            &mut report,
+            &format!("container {}: cannot enter its sandbox: {e}", plan.id),
+        );
+    }
     match plan.job {
         Job::Pause => {
             if report_line(&mut report, READY).is_err() || !wait_for_start(&mut control) {
@@ -104,7 +118,9 @@ fn serve(control: File, mut report: File) -> i32 {
             if !wait_for_start(&mut control) {
                 return 0;
             }
-            run::run(&engine, prepared, &plan.wasi, what)
+            let limiter = Limiter::new(plan.wasi.limits);
+            follow_updates(control, limiter.clone());
+            run::run(&engine, prepared, &plan.wasi, limiter, what)
         }
     }
 }
@@ -114,6 +130,24 @@ fn serve(control: File, mut report: File) -> i32 {
 fn wait_for_start(control: &mut impl Read) -> bool {
     let mut byte = [0u8; 1];
     matches!(control.read(&mut byte), Ok(1) if byte[0] == START_BYTE)
+}
+
+/// Applies engine-limit updates from the shim while the module runs.
+fn follow_updates(mut control: BufReader<File>, limiter: Limiter) {
+    let spawned = std::thread::Builder::new()
+        .name("limits".into())
+        .spawn(move || {
+            let mut line = String::new();
+            while matches!(control.read_line(&mut line), Ok(1..)) {
+                if let Ok(limits) = serde_json::from_str::<EngineLimits>(&line) {
+                    limiter.set(limits);
+                }
+                line.clear();
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("wasmkube: cannot follow limit updates: {e}");
+    }
 }
 
 fn report_line(report: &mut File, line: &str) -> std::io::Result<()> {

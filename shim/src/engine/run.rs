@@ -9,7 +9,9 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::limits::{EngineLimits, Limiter};
 use super::ModuleKind;
+use crate::policy::Network;
 
 /// Exit status for a trap, as for a native program that aborts (128 + SIGABRT).
 pub const EXIT_TRAP: i32 = 134;
@@ -34,20 +36,31 @@ pub struct WasiSetup {
     pub env: Vec<(String, String)>,
     /// Preopened directories.
     pub preopens: Vec<Preopen>,
+    /// What WASI sockets may do.
+    pub network: Network,
+    /// Engine limits derived from the cgroup limits.
+    pub limits: EngineLimits,
 }
 
 /// A module linked and pre-instantiated, waiting for its start signal.
 pub enum Prepared {
     /// A core module.
-    Core(wasmtime::InstancePre<WasiP1Ctx>),
+    Core(wasmtime::InstancePre<CoreState>),
     /// A command component.
     Component(CommandPre<ComponentState>),
+}
+
+/// Store state for core modules.
+pub struct CoreState {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
 }
 
 /// Store state for components.
 pub struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
+    limiter: Limiter,
 }
 
 impl WasiView for ComponentState {
@@ -76,8 +89,8 @@ pub unsafe fn prepare(
             // SAFETY: the caller guarantees the artifact is ours.
             let module = unsafe { Module::deserialize_file(engine, artifact) }
                 .map_err(|e| format!("{what}: cannot load compiled module: {e:#}"))?;
-            let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
-            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s)
+            let mut linker: Linker<CoreState> = Linker::new(engine);
+            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi)
                 .map_err(|e| format!("cannot link WASI preview 1: {e:#}"))?;
             let pre = linker
                 .instantiate_pre(&module)
@@ -112,9 +125,16 @@ fn link_error(e: &wasmtime::Error) -> String {
     }
 }
 
-/// Runs a prepared module with the process's stdio and returns the exit status.
-pub fn run(engine: &wasmtime::Engine, prepared: Prepared, setup: &WasiSetup, what: &str) -> i32 {
-    match run_inner(engine, prepared, setup) {
+/// Runs a prepared module with the process's stdio and returns the exit status. `limiter`
+/// enforces the engine limits (and may be changed from another thread while it runs).
+pub fn run(
+    engine: &wasmtime::Engine,
+    prepared: Prepared,
+    setup: &WasiSetup,
+    limiter: Limiter,
+    what: &str,
+) -> i32 {
+    match run_inner(engine, prepared, setup, limiter) {
         Ok(code) => code,
         Err(e) => {
             if let Some(exit) = e.downcast_ref::<I32Exit>() {
@@ -145,6 +165,35 @@ fn wasi_builder(setup: &WasiSetup) -> wasmtime::Result<WasiCtxBuilder> {
         };
         builder.preopened_dir(&p.host, &p.guest, perms)?;
     }
+    match setup.network {
+        Network::None => {
+            builder
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false);
+        }
+        Network::Outbound => {
+            builder
+                .allow_tcp(true)
+                .allow_udp(true)
+                .allow_ip_name_lookup(true)
+                .socket_addr_check(|_, usage| {
+                    let outbound = !matches!(
+                        usage,
+                        wasmtime_wasi::sockets::SocketAddrUse::TcpListen
+                            | wasmtime_wasi::sockets::SocketAddrUse::TcpAccept
+                    );
+                    Box::pin(async move { outbound })
+                });
+        }
+        Network::Inherit => {
+            builder
+                .allow_tcp(true)
+                .allow_udp(true)
+                .allow_ip_name_lookup(true)
+                .inherit_network();
+        }
+    }
     Ok(builder)
 }
 
@@ -152,11 +201,17 @@ fn run_inner(
     engine: &wasmtime::Engine,
     prepared: Prepared,
     setup: &WasiSetup,
+    limiter: Limiter,
 ) -> wasmtime::Result<i32> {
     let mut builder = wasi_builder(setup)?;
     match prepared {
         Prepared::Core(pre) => {
-            let mut store = Store::new(engine, builder.build_p1());
+            let state = CoreState {
+                wasi: builder.build_p1(),
+                limiter,
+            };
+            let mut store = Store::new(engine, state);
+            store.limiter(|s| &mut s.limiter);
             let instance = pre.instantiate(&mut store)?;
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call(&mut store, ())?;
@@ -166,8 +221,10 @@ fn run_inner(
             let state = ComponentState {
                 ctx: builder.build(),
                 table: ResourceTable::new(),
+                limiter,
             };
             let mut store = Store::new(engine, state);
+            store.limiter(|s| &mut s.limiter);
             let command = pre.instantiate(&mut store)?;
             match command.wasi_cli_run().call_run(&mut store)? {
                 Ok(()) => Ok(0),

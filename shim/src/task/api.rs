@@ -14,6 +14,8 @@ use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim::protos::ttrpc::Result as TtrpcResult;
 
+use oci_spec::runtime::LinuxResources;
+
 use super::state::State;
 use super::{CreateRequest, TaskService};
 use crate::error::Error;
@@ -158,8 +160,7 @@ impl Task for TaskService {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        let pid = TaskService::pids(self, &req.id)?[0];
-        let stats = crate::stats::of_process(pid)?;
+        let stats = TaskService::stats(self, &req.id)?;
         Ok(StatsResponse {
             stats: MessageField::some(stats),
             ..Default::default()
@@ -190,7 +191,16 @@ impl Task for TaskService {
         Err(Error::Unimplemented("ResizePty").into())
     }
 
-    async fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> TtrpcResult<Empty> {
-        Err(Error::Unimplemented("Update").into())
+    async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        // containerd sends the OCI LinuxResources as JSON inside the Any.
+        let resources: LinuxResources =
+            serde_json::from_slice(&req.resources.value).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "update of {}: resources ({}) are not OCI LinuxResources JSON: {e}",
+                    req.id, req.resources.type_url
+                ))
+            })?;
+        TaskService::update(self, &req.id, &resources)?;
+        Ok(Empty::new())
     }
 }

@@ -1,0 +1,139 @@
+//! The test images every suite uses, built from the fixtures' sources and imported into a
+//! private containerd on demand.
+
+use std::process::Stdio;
+
+use crate::containerd::{Containerd, RUNTIME};
+use crate::image::Image;
+use crate::wasm::{rust_module, wat_fixture, Target};
+
+/// hello as a WASI preview 1 core module.
+pub const HELLO_P1: &str = "docker.io/wasmkube/hello:p1";
+/// hello as a WASI 0.2 component.
+pub const HELLO_P2: &str = "docker.io/wasmkube/hello:p2";
+/// The probe fixture (see `e2e/fixtures/probe`), with a decoy `/etc/passwd` and a symlink
+/// `/escape` → `/` in its rootfs.
+pub const PROBE: &str = "docker.io/wasmkube/probe:test";
+/// Loops forever.
+pub const SPIN: &str = "docker.io/wasmkube/spin:test";
+/// Traps at once.
+pub const TRAP: &str = "docker.io/wasmkube/trap:test";
+/// Recurses until the stack overflows.
+pub const RECURSE: &str = "docker.io/wasmkube/recurse:test";
+/// Imports a function no runtime provides.
+pub const UNKNOWN_IMPORT: &str = "docker.io/wasmkube/unknown-import:test";
+/// A shell script where the module should be.
+pub const NOT_WASM: &str = "docker.io/wasmkube/not-wasm:test";
+/// The decoy password file inside the probe image.
+pub const DECOY_PASSWD: &str = "decoy:x:1:1:inside the image:/:/nologin\n";
+
+fn read(path: anyhow::Result<std::path::PathBuf>) -> Vec<u8> {
+    std::fs::read(path.expect("module builds")).expect("module readable")
+}
+
+fn wat(name: &str) -> Vec<u8> {
+    wat_fixture(name).expect("wat fixture compiles")
+}
+
+/// The image called `name`.
+pub fn image(name: &str) -> Image {
+    match name {
+        HELLO_P1 => Image::module(
+            name,
+            "hello.wasm",
+            read(rust_module("hello", Target::P1)),
+            "wasip1",
+        ),
+        HELLO_P2 => Image::module(
+            name,
+            "hello.wasm",
+            read(rust_module("hello", Target::P2)),
+            "wasip2",
+        ),
+        PROBE => Image::module(
+            name,
+            "probe.wasm",
+            read(rust_module("probe", Target::P1)),
+            "wasip1",
+        )
+        .with_file("etc/passwd", DECOY_PASSWD.as_bytes())
+        .with_symlink("escape", "/"),
+        SPIN => Image::module(name, "spin.wasm", wat("spin"), "wasip1"),
+        TRAP => Image::module(name, "trap.wasm", wat("trap"), "wasip1"),
+        RECURSE => Image::module(name, "recurse.wasm", wat("recurse"), "wasip1"),
+        UNKNOWN_IMPORT => Image::module(name, "app.wasm", wat("unknown-import"), "wasip1"),
+        NOT_WASM => Image::module(name, "app.wasm", b"#!/bin/sh\necho hi\n".to_vec(), "wasip1"),
+        other => panic!("no such test image {other}"),
+    }
+}
+
+/// A private containerd with `images` imported.
+pub fn node(images: &[&str]) -> Containerd {
+    let ctrd = Containerd::start().expect("containerd starts");
+    for name in images {
+        let archive = ctrd.dir().join("image.tar");
+        image(name).write_archive(&archive).expect("image archive");
+        ctrd.import(&archive).expect("ctr images import");
+    }
+    ctrd
+}
+
+/// `ctr run --rm` of `image` as `id` with extra ctr flags before the image and args after
+/// it; returns (exit code, stdout, stderr).
+pub fn run(
+    ctrd: &Containerd,
+    flags: &[&str],
+    image: &str,
+    id: &str,
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = ctrd
+        .ctr_command()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip1/wasm",
+        ])
+        .args(flags)
+        .args([image, id])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ctr runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `ctr run -d` of `image` as `id` in the pod `sandbox` (by the CRI sandbox-id annotation).
+pub fn run_in_sandbox(
+    ctrd: &Containerd,
+    sandbox: &str,
+    flags: &[&str],
+    image: &str,
+    id: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let annotation = format!("io.kubernetes.cri.sandbox-id={sandbox}");
+    ctrd.ctr_command()
+        .args([
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip1/wasm",
+        ])
+        .args(["--annotation", &annotation])
+        .args(flags)
+        .args([image, id])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ctr runs")
+}
