@@ -3,7 +3,7 @@
 # Idempotent: installed packages and targets are left as they are.
 set -euo pipefail
 
-APT_PACKAGES=(containerd runc ca-certificates)
+APT_PACKAGES=(containerd runc ca-certificates containernetworking-plugins iproute2 protobuf-compiler gcc libc6-dev)
 RUST_TARGETS=(wasm32-wasip1 wasm32-wasip2)
 
 log() { printf '==> %s\n' "$*"; }

@@ -39,11 +39,19 @@ pub struct Containerd {
     pub address: PathBuf,
     /// The namespace tests use.
     pub namespace: String,
+    /// Extra clean-up run at teardown, after containerd and its shims are stopped.
+    pub cleanup: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Containerd {
     /// Starts containerd (CRI disabled) and waits until it answers.
     pub fn start() -> Result<Containerd> {
+        Self::start_with(None)
+    }
+
+    /// Starts containerd with the config section `cri` writes for its directory appended
+    /// (`None`: the CRI plugin is disabled).
+    pub fn start_with(cri: Option<&dyn Fn(&Path) -> String>) -> Result<Containerd> {
         require_node_tools();
         let shim = shim_binary()?;
         let dir = tempfile::Builder::new()
@@ -51,15 +59,20 @@ impl Containerd {
             .tempdir()?;
         let root = dir.path();
         let address = root.join("containerd.sock");
+        let (disabled, plugins) = match cri {
+            None => ("[\"io.containerd.grpc.v1.cri\"]", String::new()),
+            Some(section) => ("[]", section(root)),
+        };
         let config = format!(
             r#"version = 2
 root = "{root}/root"
 state = "{root}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = {disabled}
 [grpc]
   address = "{sock}"
 [ttrpc]
   address = "{sock}.ttrpc"
+{plugins}
 "#,
             root = root.display(),
             sock = address.display()
@@ -95,7 +108,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             child,
             dir,
             address,
-            namespace: format!("wasmkube-test-{suffix}"),
+            namespace: if cri.is_some() {
+                "k8s.io".to_string()
+            } else {
+                format!("wasmkube-test-{suffix}")
+            },
+            cleanup: Vec::new(),
         };
         ctrd.wait_ready()?;
         Ok(ctrd)
@@ -341,28 +359,37 @@ impl Drop for Containerd {
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
-        remove_cgroups(&self.namespace);
+        if self.namespace != "k8s.io" {
+            remove_cgroups(&self.namespace);
+        }
+        for step in self.cleanup.drain(..) {
+            step();
+        }
     }
 }
 
-/// Removes `/sys/fs/cgroup/<controller>/<namespace>` and the container cgroups below it (what
-/// was left by containers still running at teardown).
-fn remove_cgroups(namespace: &str) {
+/// Removes `/sys/fs/cgroup/<controller>/<name>` and every cgroup below it (what was left by
+/// containers still running at teardown).
+pub fn remove_cgroups(name: &str) {
     let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
     for controller in controllers.flatten() {
-        let ns = controller.path().join(namespace);
-        if !ns.is_dir() {
-            continue;
+        let top = controller.path().join(name);
+        if top.is_dir() {
+            remove_tree(&top);
         }
-        for child in std::fs::read_dir(&ns).into_iter().flatten().flatten() {
-            if child.path().is_dir() {
-                rmdir_retrying(&child.path());
-            }
-        }
-        rmdir_retrying(&ns);
     }
+}
+
+/// Depth-first rmdir of a cgroup tree (cgroup directories hold only virtual files).
+fn remove_tree(dir: &Path) {
+    for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&child.path());
+        }
+    }
+    rmdir_retrying(dir);
 }
 
 fn rmdir_retrying(dir: &Path) {

@@ -26,8 +26,10 @@ pub struct Image {
     pub name: String,
     /// Entrypoint (args[0] and more).
     pub entrypoint: Vec<String>,
-    /// `os` of the platform (`wasip1` or `wasip2`).
+    /// `os` of the platform (`wasip1`, `wasip2`, or `linux` for native images).
     pub os: String,
+    /// `architecture` of the platform (`wasm`, or the host's for native images).
+    pub arch: String,
     /// Files of the single layer.
     pub files: Vec<File>,
     /// Symbolic links of the single layer: (path, target).
@@ -41,12 +43,28 @@ impl Image {
             name: name.to_string(),
             entrypoint: vec![format!("/{file}")],
             os: os.to_string(),
+            arch: "wasm".to_string(),
             files: vec![File {
                 path: file.to_string(),
                 data,
                 mode: 0o755,
             }],
             links: Vec::new(),
+        }
+    }
+
+    /// A native Linux image for the host's architecture with one static executable as its
+    /// entrypoint (the pause image, runc containers).
+    pub fn native(name: &str, file: &str, data: Vec<u8>) -> Image {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        Image {
+            os: "linux".to_string(),
+            arch: arch.to_string(),
+            ..Image::module(name, file, data, "linux")
         }
     }
 
@@ -119,7 +137,7 @@ impl Image {
         let layer = self.layer()?;
         let layer_digest = digest(&layer);
         let config = serde_json::to_vec(&json!({
-            "architecture": "wasm",
+            "architecture": self.arch,
             "os": self.os,
             "config": {"Entrypoint": self.entrypoint, "Env": ["PATH=/"]},
             "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
@@ -150,7 +168,7 @@ impl Image {
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": digest(&manifest),
                 "size": manifest.len(),
-                "platform": {"os": self.os, "architecture": "wasm"},
+                "platform": {"os": self.os, "architecture": self.arch},
                 "annotations": {
                     "io.containerd.image.name": self.name,
                     "org.opencontainers.image.ref.name": tag,

@@ -2,6 +2,7 @@
 //! archives built from modules compiled from source, and clean-up of everything a test starts.
 
 pub mod containerd;
+pub mod cri;
 pub mod fixtures;
 pub mod image;
 pub mod wasm;

@@ -1,0 +1,462 @@
+//! The kubelet's side of CRI, played against a private containerd with the CRI plugin, the
+//! `wasmkube` runtime handler, a CNI bridge of its own and a locally built pause image. Calls
+//! are the kubelet's: RunPodSandbox → CreateContainer → StartContainer → status, stats, logs →
+//! StopPodSandbox → RemovePodSandbox.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
+    ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest, UpdateContainerResourcesRequest,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::containerd::{remove_cgroups, Containerd};
+use crate::image::Image;
+use crate::{repo_root, Result};
+
+/// The runtime handler name (a DESIGN.md interface).
+pub const HANDLER: &str = "wasmkube";
+/// The sandbox image every pod uses.
+pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:wasmkube-e2e";
+
+/// A private containerd with CRI, and clients for it.
+pub struct CriNode {
+    /// The containerd (namespace `k8s.io`).
+    pub ctrd: Containerd,
+    rt: tokio::runtime::Runtime,
+    runtime: RuntimeServiceClient<Channel>,
+    /// The cgroup parent of every pod, removed at teardown.
+    cgroup_parent: String,
+    /// The CNI bridge's subnet, `10.77.N.0/24`.
+    pub subnet: String,
+    /// Network namespaces of the pods, removed at teardown if a test did not get that far.
+    netns: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
+}
+
+/// A pod created by [`CriNode::run_pod`].
+pub struct Pod {
+    /// Sandbox id.
+    pub id: String,
+    /// Its config (CreateContainer needs it again).
+    pub config: PodSandboxConfig,
+    /// Where its container logs go.
+    pub log_dir: PathBuf,
+}
+
+/// What a test container asks for.
+#[derive(Default)]
+pub struct ContainerSpec {
+    /// Container name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Args (the image entrypoint stays the command).
+    pub args: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// Memory limit in bytes (0: none).
+    pub memory_limit: i64,
+    /// CPU quota in µs per 100 ms period (0: none).
+    pub cpu_quota: i64,
+    /// Annotations.
+    pub annotations: HashMap<String, String>,
+}
+
+/// Builds `e2e/fixtures/native/<name>.c` statically with the system C compiler.
+pub fn native_binary(name: &str, out: &Path) -> Result<Vec<u8>> {
+    let src = repo_root()
+        .join("e2e/fixtures/native")
+        .join(format!("{name}.c"));
+    let bin = out.join(name);
+    let status = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .context("running cc (apt-get install gcc libc6-dev)")?;
+    if !status.success() {
+        bail!("cc -static {} failed", src.display());
+    }
+    Ok(std::fs::read(bin)?)
+}
+
+impl CriNode {
+    /// Starts containerd with CRI and connects.
+    pub fn start() -> Result<CriNode> {
+        for plugin in ["bridge", "host-local", "loopback"] {
+            if !Path::new("/usr/lib/cni").join(plugin).exists() {
+                bail!("CNI plugin /usr/lib/cni/{plugin} missing (apt-get install containernetworking-plugins)");
+            }
+        }
+        let n = (std::process::id() % 200) as u8 + 20;
+        let bridge = format!("wkbr{n}");
+        let subnet = format!("10.77.{n}.0/24");
+        let cgroup_parent = format!("wasmkube-e2e-{n}");
+        let (bridge2, subnet2) = (bridge.clone(), subnet.clone());
+        let section = move |root: &Path| {
+            let cni = root.join("cni");
+            std::fs::create_dir_all(&cni).expect("cni dir");
+            let conf = serde_json::json!({
+                "cniVersion": "0.4.0",
+                "name": format!("wasmkube-e2e-{n}"),
+                "plugins": [
+                    {"type": "bridge", "bridge": bridge2, "isGateway": true, "ipMasq": false,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet2}]],
+                              "dataDir": root.join("cni-ipam")}},
+                    {"type": "loopback"}
+                ]
+            });
+            std::fs::write(cni.join("10-wasmkube.conflist"), conf.to_string()).expect("cni conf");
+            std::fs::write(
+                root.join("shim.toml"),
+                format!("cache_dir = \"{}\"\n", root.join("cache").display()),
+            )
+            .expect("shim config");
+            format!(
+                r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}]
+      runtime_type = "io.containerd.wasmkube.v1"
+      pod_annotations = ["wasmkube.dev/*"]
+      container_annotations = ["wasmkube.dev/*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}.options]
+        ConfigPath = "{shim_toml}"
+"#,
+                cni = cni.display(),
+                shim_toml = root.join("shim.toml").display(),
+            )
+        };
+        let mut ctrd = Containerd::start_with(Some(&section))?;
+        let parent = cgroup_parent.clone();
+        let netns: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>> = Default::default();
+        let leftover = netns.clone();
+        ctrd.cleanup.push(Box::new(move || {
+            for ns in leftover.lock().map(|v| v.clone()).unwrap_or_default() {
+                let _ = nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_file(&ns);
+            }
+            let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+            remove_cgroups(&parent);
+        }));
+        let pause = native_binary("pause", ctrd.dir())?;
+        let archive = ctrd.dir().join("pause.tar");
+        Image::native(PAUSE_IMAGE, "pause", pause).write_archive(&archive)?;
+        ctrd.import(&archive)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let socket = ctrd.address.clone();
+        let channel = rt.block_on(async move {
+            Endpoint::try_from("http://[::]:50051")?
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let socket = socket.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(
+                            tokio::net::UnixStream::connect(socket).await?,
+                        ))
+                    }
+                }))
+                .await
+                .context("connecting to CRI")
+        })?;
+        Ok(CriNode {
+            ctrd,
+            rt,
+            runtime: RuntimeServiceClient::new(channel),
+            cgroup_parent,
+            subnet,
+            netns,
+        })
+    }
+
+    /// RunPodSandbox with `handler` (`wasmkube`, or `runc`).
+    pub fn run_pod(&mut self, name: &str, handler: &str) -> Result<Pod> {
+        let log_dir = self.ctrd.dir().join("pods").join(name);
+        std::fs::create_dir_all(&log_dir)?;
+        let config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: log_dir.to_string_lossy().into_owned(),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{}/pod-{name}", self.cgroup_parent),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let req = RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        };
+        let mut client = self.runtime.clone();
+        let id = self
+            .rt
+            .block_on(client.run_pod_sandbox(req))
+            .with_context(|| format!("RunPodSandbox {name} ({handler})"))?
+            .into_inner()
+            .pod_sandbox_id;
+        if let Some(ns) = self.pod_netns(&id) {
+            self.netns.lock().expect("netns list").push(ns);
+        }
+        Ok(Pod {
+            id,
+            config,
+            log_dir,
+        })
+    }
+
+    /// The network namespace path CRI gave a pod (from its sandbox bundle).
+    pub fn pod_netns(&self, pod_id: &str) -> Option<PathBuf> {
+        let config = std::fs::read(self.ctrd.bundle(pod_id).join("config.json")).ok()?;
+        let config: serde_json::Value = serde_json::from_slice(&config).ok()?;
+        config["linux"]["namespaces"]
+            .as_array()?
+            .iter()
+            .find(|ns| ns["type"] == "network")?["path"]
+            .as_str()
+            .map(PathBuf::from)
+    }
+
+    /// CreateContainer; returns the container id.
+    pub fn create_container(&mut self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: spec.name.clone(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: spec.image.clone(),
+                ..Default::default()
+            }),
+            args: spec.args.clone(),
+            envs: spec
+                .env
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            annotations: spec.annotations.clone(),
+            log_path: format!("{}.log", spec.name),
+            linux: Some(LinuxContainerConfig {
+                resources: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: spec.memory_limit,
+                    cpu_quota: spec.cpu_quota,
+                    cpu_period: if spec.cpu_quota > 0 { 100_000 } else { 0 },
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let req = CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        let mut client = self.runtime.clone();
+        Ok(self
+            .rt
+            .block_on(client.create_container(req))
+            .with_context(|| format!("CreateContainer {}", spec.name))?
+            .into_inner()
+            .container_id)
+    }
+
+    /// StartContainer.
+    pub fn start_container(&mut self, id: &str) -> Result<()> {
+        let mut client = self.runtime.clone();
+        self.rt
+            .block_on(client.start_container(StartContainerRequest {
+                container_id: id.into(),
+            }))
+            .with_context(|| format!("StartContainer {id}"))?;
+        Ok(())
+    }
+
+    /// ContainerStatus: (state, exit code, reason).
+    pub fn container_status(&mut self, id: &str) -> Result<(ContainerState, i32, String)> {
+        let mut client = self.runtime.clone();
+        let status = self
+            .rt
+            .block_on(client.container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            }))?
+            .into_inner()
+            .status
+            .context("no status")?;
+        Ok((status.state(), status.exit_code, status.reason))
+    }
+
+    /// Polls until the container is in `state`.
+    pub fn wait_state(
+        &mut self,
+        id: &str,
+        state: ContainerState,
+        timeout: Duration,
+    ) -> Result<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (now, code, _) = self.container_status(id)?;
+            if now == state {
+                return Ok(code);
+            }
+            if Instant::now() > deadline {
+                bail!("container {id} is {now:?}, not {state:?}, after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// ContainerStats: (CPU ns used, working-set bytes).
+    pub fn container_stats(&mut self, id: &str) -> Result<(u64, u64)> {
+        let mut client = self.runtime.clone();
+        let stats = self
+            .rt
+            .block_on(client.container_stats(ContainerStatsRequest {
+                container_id: id.into(),
+            }))?
+            .into_inner()
+            .stats
+            .context("no stats")?;
+        let cpu = stats
+            .cpu
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map(|v| v.value)
+            .unwrap_or(0);
+        let mem = stats
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .map(|v| v.value)
+            .unwrap_or(0);
+        Ok((cpu, mem))
+    }
+
+    /// UpdateContainerResources with a new memory limit.
+    pub fn update_memory(&mut self, id: &str, bytes: i64) -> Result<()> {
+        let mut client = self.runtime.clone();
+        self.rt
+            .block_on(
+                client.update_container_resources(UpdateContainerResourcesRequest {
+                    container_id: id.into(),
+                    linux: Some(LinuxContainerResources {
+                        memory_limit_in_bytes: bytes,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            )
+            .with_context(|| format!("UpdateContainerResources {id}"))?;
+        Ok(())
+    }
+
+    /// StopContainer with a grace period in seconds.
+    pub fn stop_container(&mut self, id: &str, grace: i64) -> Result<()> {
+        let mut client = self.runtime.clone();
+        self.rt
+            .block_on(client.stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout: grace,
+            }))
+            .with_context(|| format!("StopContainer {id}"))?;
+        Ok(())
+    }
+
+    /// RemoveContainer.
+    pub fn remove_container(&mut self, id: &str) -> Result<()> {
+        let mut client = self.runtime.clone();
+        self.rt
+            .block_on(client.remove_container(RemoveContainerRequest {
+                container_id: id.into(),
+            }))
+            .with_context(|| format!("RemoveContainer {id}"))?;
+        Ok(())
+    }
+
+    /// The pod's IP.
+    pub fn pod_ip(&mut self, pod: &Pod) -> Result<String> {
+        let mut client = self.runtime.clone();
+        let status = self
+            .rt
+            .block_on(client.pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.id.clone(),
+                verbose: false,
+            }))?
+            .into_inner()
+            .status
+            .context("no pod status")?;
+        Ok(status.network.map(|n| n.ip).unwrap_or_default())
+    }
+
+    /// StopPodSandbox then RemovePodSandbox.
+    pub fn remove_pod(&mut self, pod: &Pod) -> Result<()> {
+        let mut client = self.runtime.clone();
+        self.rt
+            .block_on(client.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.id.clone(),
+            }))
+            .context("StopPodSandbox")?;
+        self.rt
+            .block_on(client.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.id.clone(),
+            }))
+            .context("RemovePodSandbox")?;
+        Ok(())
+    }
+
+    /// The container's CRI log file, as the kubelet writes it.
+    pub fn log(&self, pod: &Pod, name: &str) -> String {
+        std::fs::read_to_string(pod.log_dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Imports a test image into the CRI namespace.
+    pub fn import(&self, image: &Image) -> Result<()> {
+        let archive = self.ctrd.dir().join("import.tar");
+        image.write_archive(&archive)?;
+        self.ctrd.import(&archive)
+    }
+}
+
+/// The stream and text of each line of a CRI log (`<time> <stream> <F|P> <text>`).
+pub fn parse_log(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let _time = parts.next()?;
+            let stream = parts.next()?;
+            let _tag = parts.next()?;
+            Some((stream.to_string(), parts.next().unwrap_or("").to_string()))
+        })
+        .collect()
+}

@@ -1,0 +1,286 @@
+//! The node e2e suite: the kubelet's CRI calls against a real containerd with the `wasmkube`
+//! handler (issue 4, first part: pods, logs, stats, limits, grace periods, clean-up, and a runc
+//! pod beside Wasm pods). Images are imported into containerd's `k8s.io` namespace.
+
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_cri::v1::ContainerState;
+use wasmkube_e2e::containerd::{alive, parent_pid};
+use wasmkube_e2e::cri::{native_binary, parse_log, ContainerSpec, CriNode, HANDLER};
+use wasmkube_e2e::fixtures::{image, HELLO_P1, PROBE};
+use wasmkube_e2e::image::Image;
+
+/// CRI nodes share this process's bridge name: one at a time.
+static NODE: Mutex<()> = Mutex::new(());
+
+fn node(images: &[&str]) -> (CriNode, std::sync::MutexGuard<'static, ()>) {
+    let guard = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let node = CriNode::start().expect("containerd with CRI starts");
+    for name in images {
+        node.import(&image(name)).expect("import");
+    }
+    (node, guard)
+}
+
+fn spec(name: &str, image: &str, args: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        image: image.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn wasm_pod_runs_hello_and_its_logs_are_in_cri_format() {
+    let (mut n, _guard) = node(&[HELLO_P1]);
+    let pod = n.run_pod("hello", HANDLER).unwrap();
+    let mut hello = spec("hello", HELLO_P1, &["through", "cri", "--exit", "3"]);
+    hello.env.push(("POD".into(), "hello".into()));
+    let id = n.create_container(&pod, &hello).unwrap();
+    n.start_container(&id).unwrap();
+    let code = n
+        .wait_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_eq!(code, 3);
+    let log = n.log(&pod, "hello");
+    let lines = parse_log(&log);
+    let has = |stream: &str, text: &str| lines.iter().any(|(s, t)| s == stream && t == text);
+    assert!(has("stdout", "hello from wasmkube"), "{log}");
+    assert!(
+        has("stdout", "arg[1]=through") && has("stdout", "arg[2]=cri"),
+        "{log}"
+    );
+    assert!(has("stdout", "env POD=hello"), "{log}");
+    assert!(has("stderr", "exiting with 3"), "{log}");
+    // Every line carries an RFC 3339 timestamp.
+    for line in log.lines() {
+        let ts = line.split(' ').next().unwrap();
+        assert!(
+            ts.len() > 20 && ts.contains('T') && ts.ends_with('Z'),
+            "{line}"
+        );
+    }
+    n.remove_container(&id).unwrap();
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn two_wasm_containers_share_the_pod_shim_and_removal_leaves_nothing() {
+    let (mut n, _guard) = node(&[PROBE]);
+    let pod = n.run_pod("pair", HANDLER).unwrap();
+    let ip = n.pod_ip(&pod).unwrap();
+    assert!(
+        ip.starts_with("10.77."),
+        "pod got IP {ip:?} from the CNI bridge"
+    );
+    let netns_path = n.pod_netns(&pod.id).unwrap();
+    assert!(netns_path.exists());
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let id = n
+            .create_container(&pod, &spec(name, PROBE, &["sleep", "600"]))
+            .unwrap();
+        n.start_container(&id).unwrap();
+        n.wait_state(
+            &id,
+            ContainerState::ContainerRunning,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        ids.push(id);
+    }
+    let pids: Vec<i32> = ids
+        .iter()
+        .map(|id| n.ctrd.task_pid(id).unwrap() as i32)
+        .collect();
+    let sandbox_pid = n.ctrd.task_pid(&pod.id).unwrap() as i32;
+    let shim = parent_pid(pids[0]).unwrap();
+    assert_eq!(parent_pid(pids[1]), Some(shim));
+    assert_eq!(
+        parent_pid(sandbox_pid),
+        Some(shim),
+        "the sandbox runs in the same shim"
+    );
+    assert_eq!(n.ctrd.shim_pids(), vec![shim]);
+
+    let (cpu, mem) = n.container_stats(&ids[0]).unwrap();
+    assert!(cpu > 0 && mem > 0, "ContainerStats cpu={cpu} mem={mem}");
+
+    // The kubelet stops containers with their grace period, then the sandbox.
+    let started = std::time::Instant::now();
+    for id in &ids {
+        n.stop_container(id, 2).unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    for id in &ids {
+        let (state, code, _) = n.container_status(id).unwrap();
+        assert_eq!((state, code), (ContainerState::ContainerExited, 143));
+        n.remove_container(id).unwrap();
+    }
+    n.remove_pod(&pod).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in pids.iter().chain([&sandbox_pid, &shim]) {
+        assert!(!alive(*pid), "process {pid} survived RemovePodSandbox");
+    }
+    let dir = n.ctrd.dir().to_string_lossy().into_owned();
+    let mounts: Vec<String> = n
+        .ctrd
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("io.containerd.runtime.v2.task"))
+        .collect();
+    assert!(
+        mounts.is_empty(),
+        "task mounts left under {dir}: {mounts:?}"
+    );
+    assert!(!netns_path.exists(), "{} left behind", netns_path.display());
+    let pod_cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/memory")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("wasmkube-e2e-"))
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().to_string_lossy() == "pod-pair")
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(
+        pod_cgroups.is_empty(),
+        "container cgroups left: {pod_cgroups:?}"
+    );
+}
+
+#[test]
+fn pod_limits_reach_the_cgroup_and_the_engine_and_update_resizes() {
+    let (mut n, _guard) = node(&[PROBE]);
+    let pod = n.run_pod("limited", HANDLER).unwrap();
+    let mut greedy = spec("greedy", PROBE, &["grow"]);
+    greedy.memory_limit = 64 << 20;
+    let id = n.create_container(&pod, &greedy).unwrap();
+    n.start_container(&id).unwrap();
+    let code = n
+        .wait_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_eq!(code, 3, "{}", n.log(&pod, "greedy"));
+    let log = n.log(&pod, "greedy");
+    let grown: u64 = parse_log(&log)
+        .iter()
+        .find_map(|(_, t)| {
+            t.strip_prefix("grow failed at ")?
+                .strip_suffix(" MiB")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(grown < 64, "{log}");
+
+    let mut resized = spec("resized", PROBE, &["grow-to", "100"]);
+    resized.memory_limit = 64 << 20;
+    resized.cpu_quota = 50_000;
+    let id = n.create_container(&pod, &resized).unwrap();
+    // CRI creates the task (and its bundle) at StartContainer.
+    n.start_container(&id).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(n.ctrd.bundle(&id).join("config.json")).unwrap())
+            .unwrap();
+    let cgroup = config["linux"]["cgroupsPath"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let limit_file = format!("/sys/fs/cgroup/memory/{cgroup}/memory.limit_in_bytes");
+    assert_eq!(
+        std::fs::read_to_string(&limit_file).unwrap().trim(),
+        (64u64 << 20).to_string()
+    );
+    let quota = format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.cfs_quota_us");
+    assert_eq!(std::fs::read_to_string(&quota).unwrap().trim(), "50000");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !n.log(&pod, "resized").contains("grow failed at") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            n.log(&pod, "resized")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    n.update_memory(&id, 256 << 20).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&limit_file).unwrap().trim(),
+        (256u64 << 20).to_string()
+    );
+    let code = n
+        .wait_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_eq!(code, 0, "{}", n.log(&pod, "resized"));
+    assert!(n.log(&pod, "resized").contains("grew to"));
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn a_runc_pod_runs_beside_a_wasm_pod() {
+    let (mut n, _guard) = node(&[PROBE]);
+    let native = native_binary("hello-native", n.ctrd.dir()).unwrap();
+    n.import(&Image::native(
+        "docker.io/wasmkube/hello-native:test",
+        "hello",
+        native,
+    ))
+    .unwrap();
+    let wasm = n.run_pod("wasm", HANDLER).unwrap();
+    let runc = n.run_pod("linux", "runc").unwrap();
+    let w = n
+        .create_container(&wasm, &spec("ticker", PROBE, &["tick", "5"]))
+        .unwrap();
+    let r = n
+        .create_container(
+            &runc,
+            &spec("native", "docker.io/wasmkube/hello-native:test", &[]),
+        )
+        .unwrap();
+    n.start_container(&r).unwrap();
+    n.start_container(&w).unwrap();
+    n.wait_state(
+        &r,
+        ContainerState::ContainerRunning,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let code = n
+        .wait_state(&w, ContainerState::ContainerExited, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(n.log(&wasm, "ticker").contains("tick 4"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !n.log(&runc, "native").contains("hello from runc") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runc container printed nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    n.stop_container(&r, 5).unwrap();
+    let (state, code, _) = n.container_status(&r).unwrap();
+    assert_eq!((state, code), (ContainerState::ContainerExited, 0));
+    n.remove_pod(&runc).unwrap();
+    n.remove_pod(&wasm).unwrap();
+}
