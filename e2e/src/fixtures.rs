@@ -14,6 +14,8 @@ pub const HELLO_P2: &str = "docker.io/wasmkube/hello:p2";
 /// The probe fixture (see `e2e/fixtures/probe`), with a decoy `/etc/passwd` and a symlink
 /// `/escape` → `/` in its rootfs.
 pub const PROBE: &str = "docker.io/wasmkube/probe:test";
+/// The probe fixture built as a WASI 0.2 component (for `serve`).
+pub const PROBE_P2: &str = "docker.io/wasmkube/probe:p2";
 /// Loops forever.
 pub const SPIN: &str = "docker.io/wasmkube/spin:test";
 /// Traps at once.
@@ -58,6 +60,12 @@ pub fn image(name: &str) -> Image {
         )
         .with_file("etc/passwd", DECOY_PASSWD.as_bytes())
         .with_symlink("escape", "/"),
+        PROBE_P2 => Image::module(
+            name,
+            "probe.wasm",
+            read(rust_module("probe", Target::P2)),
+            "wasip2",
+        ),
         SPIN => Image::module(name, "spin.wasm", wat("spin"), "wasip1"),
         TRAP => Image::module(name, "trap.wasm", wat("trap"), "wasip1"),
         RECURSE => Image::module(name, "recurse.wasm", wat("recurse"), "wasip1"),

@@ -62,13 +62,7 @@ pub fn rust_module(name: &str, target: Target) -> Result<PathBuf> {
     };
     cell.get_or_init(|| {
         cargo_build(&repo_root().join("examples"), target)
-            .and_then(|()| {
-                if target == Target::P1 {
-                    cargo_build(&repo_root().join("e2e/fixtures"), target)
-                } else {
-                    Ok(())
-                }
-            })
+            .and_then(|()| cargo_build(&repo_root().join("e2e/fixtures"), target))
             .map_err(|e| format!("{e:#}"))
     })
     .clone()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_cri::v1::ContainerState;
 use wasmkube_e2e::containerd::{alive, parent_pid};
 use wasmkube_e2e::cri::{native_binary, parse_log, ContainerSpec, CriNode, HANDLER};
-use wasmkube_e2e::fixtures::{image, HELLO_P1, PROBE};
+use wasmkube_e2e::fixtures::{image, HELLO_P1, PROBE, PROBE_P2};
 use wasmkube_e2e::image::Image;
 
 /// CRI nodes share this process's bridge name: one at a time.
@@ -283,4 +283,66 @@ fn a_runc_pod_runs_beside_a_wasm_pod() {
     assert_eq!((state, code), (ContainerState::ContainerExited, 0));
     n.remove_pod(&runc).unwrap();
     n.remove_pod(&wasm).unwrap();
+}
+
+#[test]
+fn a_tcp_server_module_answers_on_the_pod_ip() {
+    let (mut n, _guard) = node(&[PROBE_P2]);
+    let pod = n.run_pod("server", HANDLER).unwrap();
+    let ip = n.pod_ip(&pod).unwrap();
+    let mut server = spec("server", PROBE_P2, &["serve", "8080"]);
+    server
+        .annotations
+        .insert("wasmkube.dev/network".into(), "inherit".into());
+    let id = n.create_container(&pod, &server).unwrap();
+    n.start_container(&id).unwrap();
+    n.wait_state(
+        &id,
+        ContainerState::ContainerRunning,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(mut s) => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+                break text;
+            }
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no answer from {addr}: {e}\n{}",
+                    n.log(&pod, "server")
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(answer, "hello from a wasm pod\n");
+    assert!(n.log(&pod, "server").contains("listening on 8080"));
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn without_the_network_annotation_a_module_cannot_listen() {
+    let (mut n, _guard) = node(&[PROBE_P2]);
+    let pod = n.run_pod("closed", HANDLER).unwrap();
+    let id = n
+        .create_container(&pod, &spec("closed", PROBE_P2, &["serve", "8080"]))
+        .unwrap();
+    n.start_container(&id).unwrap();
+    let code = n
+        .wait_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_ne!(code, 0);
+    let log = n.log(&pod, "closed");
+    assert!(log.contains("bind 0.0.0.0:8080"), "{log}");
+    n.remove_pod(&pod).unwrap();
 }
