@@ -3,7 +3,13 @@
 # Idempotent: installed packages and targets are left as they are.
 set -euo pipefail
 
-APT_PACKAGES=(containerd runc ca-certificates containernetworking-plugins iproute2 protobuf-compiler gcc libc6-dev)
+APT_PACKAGES=(
+  containerd runc ca-certificates          # the node runtime the shim plugs into
+  containernetworking-plugins iproute2     # pod networking in the node e2e suite
+  protobuf-compiler                        # builds the CRI client (k8s-cri)
+  gcc libc6-dev                            # static pause/runc fixtures from C source
+  docker-registry skopeo apache2-utils     # a real OCI registry, pushes, htpasswd
+)
 RUST_TARGETS=(wasm32-wasip1 wasm32-wasip2)
 
 log() { printf '==> %s\n' "$*"; }
@@ -21,6 +27,10 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests run private registries on their own ports; the packaged service is not needed.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

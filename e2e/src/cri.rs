@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
+    AuthConfig, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
     LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -36,6 +37,7 @@ pub struct CriNode {
     pub ctrd: Containerd,
     rt: tokio::runtime::Runtime,
     runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
     /// The cgroup parent of every pod, removed at teardown.
     cgroup_parent: String,
     /// The CNI bridge's subnet, `10.77.N.0/24`.
@@ -129,6 +131,8 @@ impl CriNode {
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{certs}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni}"
@@ -144,6 +148,7 @@ impl CriNode {
         ConfigPath = "{shim_toml}"
 "#,
                 cni = cni.display(),
+                certs = root.join("certs.d").display(),
                 shim_toml = root.join("shim.toml").display(),
             )
         };
@@ -183,7 +188,8 @@ impl CriNode {
         Ok(CriNode {
             ctrd,
             rt,
-            runtime: RuntimeServiceClient::new(channel),
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
             cgroup_parent,
             subnet,
             netns,
@@ -232,6 +238,42 @@ impl CriNode {
             config,
             log_dir,
         })
+    }
+
+    /// Lets CRI pull from the plain-HTTP registry at `host` (a `certs.d/<host>/hosts.toml`,
+    /// read by containerd at each pull).
+    pub fn trust_registry(&self, host: &str) -> Result<()> {
+        let dir = self.ctrd.dir().join("certs.d").join(host);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("hosts.toml"),
+            format!(
+                "server = \"http://{host}\"\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// PullImage, as the kubelet does (with the pod's pull-secret credentials, if any).
+    pub fn pull(&mut self, image: &str, credentials: Option<(&str, &str)>) -> Result<String> {
+        let req = PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            auth: credentials.map(|(u, p)| AuthConfig {
+                username: u.into(),
+                password: p.into(),
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        };
+        let mut client = self.images.clone();
+        let reply = self.rt.block_on(client.pull_image(req));
+        match reply {
+            Ok(r) => Ok(r.into_inner().image_ref),
+            Err(status) => bail!("PullImage {image}: {}", status.message()),
+        }
     }
 
     /// The network namespace path CRI gave a pod (from its sandbox bundle).

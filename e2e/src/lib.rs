@@ -5,6 +5,7 @@ pub mod containerd;
 pub mod cri;
 pub mod fixtures;
 pub mod image;
+pub mod registry;
 pub mod wasm;
 
 use std::path::PathBuf;

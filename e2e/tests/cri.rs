@@ -12,6 +12,7 @@ use wasmkube_e2e::containerd::{alive, parent_pid};
 use wasmkube_e2e::cri::{native_binary, parse_log, ContainerSpec, CriNode, HANDLER};
 use wasmkube_e2e::fixtures::{image, HELLO_P1, PROBE, PROBE_P2};
 use wasmkube_e2e::image::Image;
+use wasmkube_e2e::registry::Registry;
 
 /// CRI nodes share this process's bridge name: one at a time.
 static NODE: Mutex<()> = Mutex::new(());
@@ -344,5 +345,82 @@ fn without_the_network_annotation_a_module_cannot_listen() {
     assert_ne!(code, 0);
     let log = n.log(&pod, "closed");
     assert!(log.contains("bind 0.0.0.0:8080"), "{log}");
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn images_pulled_from_a_registry_run_as_pods() {
+    let registry = Registry::start(None).unwrap();
+    let (mut n, _guard) = node(&[]);
+    n.trust_registry(&registry.host).unwrap();
+    let archive = n.ctrd.dir().join("hello.tar");
+    image(HELLO_P1).write_archive(&archive).unwrap();
+    let reference = registry.push(&archive, "wasmkube/hello:p1").unwrap();
+    let image_ref = n.pull(&reference, None).unwrap();
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    let pod = n.run_pod("pulled", HANDLER).unwrap();
+    let id = n
+        .create_container(&pod, &spec("hello", &reference, &["from", "registry"]))
+        .unwrap();
+    n.start_container(&id).unwrap();
+    let code = n
+        .wait_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_eq!(code, 0);
+    let lines = parse_log(&n.log(&pod, "hello"));
+    assert!(
+        lines.contains(&("stdout".into(), "arg[1]=from".into())),
+        "{lines:?}"
+    );
+    n.remove_pod(&pod).unwrap();
+
+    let err = n
+        .pull(&format!("{}/wasmkube/missing:tag", registry.host), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+}
+
+#[test]
+fn a_registry_with_basic_auth_needs_the_pull_secret() {
+    let registry = Registry::start(Some(("puller", "s3cret"))).unwrap();
+    let (mut n, _guard) = node(&[]);
+    n.trust_registry(&registry.host).unwrap();
+    let archive = n.ctrd.dir().join("hello.tar");
+    image(HELLO_P1).write_archive(&archive).unwrap();
+    let reference = registry.push(&archive, "private/hello:p1").unwrap();
+
+    let err = n.pull(&reference, None).unwrap_err().to_string();
+    assert!(
+        err.contains("401") || err.to_lowercase().contains("unauthorized"),
+        "{err}"
+    );
+    let err = n
+        .pull(&reference, Some(("puller", "wrong")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("401") || err.to_lowercase().contains("unauthorized"),
+        "{err}"
+    );
+    n.pull(&reference, Some(("puller", "s3cret"))).unwrap();
+
+    let pod = n.run_pod("private", HANDLER).unwrap();
+    let id = n
+        .create_container(&pod, &spec("hello", &reference, &[]))
+        .unwrap();
+    n.start_container(&id).unwrap();
+    let code = n
+        .wait_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(n.log(&pod, "hello").contains("hello from wasmkube"));
     n.remove_pod(&pod).unwrap();
 }

@@ -9,7 +9,9 @@
 //! reserve = 16 MiB + C           (engine, WASI host state, stacks, and the mapped code)
 //! cap     = L - reserve          when L >= 2 × reserve
 //!         = L / 2                otherwise (tiny limits still leave the module half)
-//! tables  = cap / 16 elements at most (a table element costs up to 16 bytes), ≤ 10 million
+//! budget  : Σ linear-memory bytes + 8 × Σ table elements ≤ cap, over all memories and tables
+//!           of the store (so multi-memory modules and huge tables share one budget)
+//! tables  ≤ 10 million elements each
 //! counts  = ≤ 1000 instances, ≤ 1000 tables, ≤ 100 memories per store
 //! ```
 //! With no memory limit, linear memory is limited only by the Wasm spec (4 GiB for memory32).
@@ -21,8 +23,10 @@ use serde::{Deserialize, Serialize};
 
 /// What the engine keeps for itself below the cgroup limit, before adding the code size.
 pub const ENGINE_RESERVE: u64 = 16 << 20;
-/// Most table elements a store may have.
+/// Most elements one table may have.
 pub const MAX_TABLE_ELEMENTS: u64 = 10_000_000;
+/// What one table element is charged against the memory budget, in bytes.
+pub const TABLE_ELEMENT_BYTES: u64 = 8;
 /// Most instances (core instances of a component count) per store.
 pub const MAX_INSTANCES: usize = 1000;
 /// Most tables per store.
@@ -39,13 +43,6 @@ pub fn linear_memory_cap(memory_limit: Option<u64>, code_size: u64) -> Option<u6
     } else {
         limit / 2
     })
-}
-
-/// Table-element cap that goes with a memory cap.
-pub fn table_element_cap(memory_cap: Option<u64>) -> u64 {
-    memory_cap
-        .map(|c| (c / 16).min(MAX_TABLE_ELEMENTS))
-        .unwrap_or(MAX_TABLE_ELEMENTS)
 }
 
 /// The limits sent to an instance process.
@@ -65,10 +62,12 @@ impl EngineLimits {
 }
 
 /// The store's resource limiter. The memory cap is shared so that an in-place resize
-/// (`Update`) can change it while the module runs.
+/// (`Update`) can change it while the module runs; `used` is what the store's memories and
+/// tables hold now (they only grow).
 #[derive(Debug, Clone)]
 pub struct Limiter {
     memory_cap: Arc<AtomicU64>,
+    used: u64,
 }
 
 impl Limiter {
@@ -76,6 +75,7 @@ impl Limiter {
     pub fn new(limits: EngineLimits) -> Self {
         Limiter {
             memory_cap: Arc::new(AtomicU64::new(limits.memory_cap.unwrap_or(u64::MAX))),
+            used: 0,
         }
     }
 
@@ -88,26 +88,41 @@ impl Limiter {
     fn cap(&self) -> u64 {
         self.memory_cap.load(Ordering::SeqCst)
     }
+
+    /// Accepts a growth from `current` to `desired` bytes if the budget allows, and books it.
+    fn grow(&mut self, current: u64, desired: u64) -> bool {
+        let after = self.used.saturating_sub(current).saturating_add(desired);
+        if after > self.cap() {
+            return false;
+        }
+        self.used = after;
+        true
+    }
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired as u64 <= self.cap())
+        Ok(self.grow(current as u64, desired as u64))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let cap = self.cap();
-        Ok(desired as u64 <= table_element_cap((cap != u64::MAX).then_some(cap)))
+        if desired as u64 > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        Ok(self.grow(
+            current as u64 * TABLE_ELEMENT_BYTES,
+            desired as u64 * TABLE_ELEMENT_BYTES,
+        ))
     }
 
     fn instances(&self) -> usize {
@@ -159,24 +174,51 @@ mod tests {
         let mut limiter = Limiter::new(EngineLimits {
             memory_cap: Some(10 * MIB),
         });
-        let grow = |l: &mut Limiter, bytes: u64| l.memory_growing(0, bytes as usize, None).unwrap();
-        assert!(grow(&mut limiter, 10 * MIB));
-        assert!(!grow(&mut limiter, 10 * MIB + 1));
+        fn grow(l: &mut Limiter, from: u64, to: u64) -> bool {
+            l.memory_growing(from as usize, to as usize, None).unwrap()
+        }
+        assert!(grow(&mut limiter, 0, 10 * MIB));
+        assert!(!grow(&mut limiter, 10 * MIB, 10 * MIB + 1));
         limiter.set(EngineLimits {
             memory_cap: Some(20 * MIB),
         });
-        assert!(grow(&mut limiter, 20 * MIB));
+        assert!(grow(&mut limiter, 10 * MIB, 20 * MIB));
         limiter.set(EngineLimits { memory_cap: None });
-        assert!(grow(&mut limiter, 4 << 30));
+        assert!(grow(&mut limiter, 20 * MIB, 4 << 30));
     }
 
     #[test]
-    fn tables_and_counts_are_capped() {
+    fn memories_and_tables_share_one_budget() {
         let mut limiter = Limiter::new(EngineLimits {
             memory_cap: Some(16 * MIB),
         });
-        assert!(limiter.table_growing(0, MIB as usize, None).unwrap());
-        assert!(!limiter.table_growing(0, MIB as usize + 1, None).unwrap());
+        let m = |bytes: u64| bytes as usize;
+        // Two memories of 6 MiB fit, a third does not.
+        assert!(limiter.memory_growing(0, m(6 * MIB), None).unwrap());
+        assert!(limiter.memory_growing(0, m(6 * MIB), None).unwrap());
+        assert!(!limiter.memory_growing(0, m(6 * MIB), None).unwrap());
+        // Growing the first by 4 MiB is exactly the budget.
+        assert!(limiter
+            .memory_growing(m(6 * MIB), m(10 * MIB), None)
+            .unwrap());
+        // Nothing is left for a table.
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
+        let mut tables = Limiter::new(EngineLimits {
+            memory_cap: Some(16 * MIB),
+        });
+        assert!(tables.table_growing(0, (2 * MIB) as usize, None).unwrap());
+        assert!(!tables
+            .table_growing((2 * MIB) as usize, (2 * MIB) as usize + 1, None)
+            .unwrap());
+        let mut unlimited = Limiter::new(EngineLimits { memory_cap: None });
+        assert!(!unlimited
+            .table_growing(0, MAX_TABLE_ELEMENTS as usize + 1, None)
+            .unwrap());
+    }
+
+    #[test]
+    fn counts_are_capped() {
+        let limiter = Limiter::new(EngineLimits { memory_cap: None });
         assert_eq!(limiter.instances(), MAX_INSTANCES);
         assert_eq!(limiter.tables(), MAX_TABLES);
         assert_eq!(limiter.memories(), MAX_MEMORIES);
