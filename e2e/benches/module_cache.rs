@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use wasmkube_e2e::containerd::{Containerd, RUNTIME};
+use wasmkube_e2e::containerd::Containerd;
 use wasmkube_e2e::image::Image;
 use wasmkube_e2e::target_dir;
 use wasmkube_e2e::wasm::{rust_module, Target};
@@ -79,15 +79,7 @@ fn main() -> anyhow::Result<()> {
 fn run(ctrd: &Containerd, config: &std::path::Path, id: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
     let out = ctrd
-        .ctr_command()
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasip1/wasm",
-        ])
+        .ctr_run("--rm", "wasip1/wasm")
         .arg("--runtime-config-path")
         .arg(config)
         .args([IMAGE, id])

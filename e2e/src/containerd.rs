@@ -158,6 +158,14 @@ disabled_plugins = {disabled}
         cmd
     }
 
+    /// `ctr run <mode> --runtime io.containerd.wasmkube.v1 --platform <platform>`, ready for
+    /// flags, the image, the id and args (`mode`: `--rm` or `-d`).
+    pub fn ctr_run(&self, mode: &str, platform: &str) -> Command {
+        let mut cmd = self.ctr_command();
+        cmd.args(["run", mode, "--runtime", RUNTIME, "--platform", platform]);
+        cmd
+    }
+
     /// Runs `ctr ARGS` and returns its output.
     pub fn ctr(&self, args: &[&str]) -> Result<Output> {
         self.ctr_command()

@@ -346,6 +346,24 @@ impl CriNode {
         Ok(())
     }
 
+    /// CreateContainer + StartContainer; returns the container id.
+    pub fn launch(&mut self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
+        let id = self.create_container(pod, spec)?;
+        self.start_container(&id)?;
+        Ok(id)
+    }
+
+    /// Starts a container and waits (up to 20 s) for it to exit; returns its id and exit code.
+    pub fn run_to_exit(&mut self, pod: &Pod, spec: &ContainerSpec) -> Result<(String, i32)> {
+        let id = self.launch(pod, spec)?;
+        let code = self.wait_state(
+            &id,
+            ContainerState::ContainerExited,
+            Duration::from_secs(20),
+        )?;
+        Ok((id, code))
+    }
+
     /// ContainerStatus: (state, exit code, reason).
     pub fn container_status(&mut self, id: &str) -> Result<(ContainerState, i32, String)> {
         let mut client = self.runtime.clone();

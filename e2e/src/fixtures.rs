@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::containerd::{Containerd, RUNTIME};
+use crate::containerd::Containerd;
 use crate::image::Image;
 use crate::wasm::{rust_module, wat_fixture, Target};
 
@@ -96,15 +96,7 @@ pub fn run(
     args: &[&str],
 ) -> (i32, String, String) {
     let out = ctrd
-        .ctr_command()
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasip1/wasm",
-        ])
+        .ctr_run("--rm", "wasip1/wasm")
         .args(flags)
         .args([image, id])
         .args(args)
@@ -118,6 +110,33 @@ pub fn run(
     )
 }
 
+/// `ctr run -d` of `image` as `id` with extra ctr flags; panics with ctr's message if the
+/// container does not start.
+pub fn start(ctrd: &Containerd, flags: &[&str], image: &str, id: &str, args: &[&str]) {
+    let out = detached(ctrd, flags, image, id, args);
+    assert!(
+        out.status.success(),
+        "ctr run -d {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn detached(
+    ctrd: &Containerd,
+    flags: &[&str],
+    image: &str,
+    id: &str,
+    args: &[&str],
+) -> std::process::Output {
+    ctrd.ctr_run("-d", "wasip1/wasm")
+        .args(flags)
+        .args([image, id])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ctr runs")
+}
+
 /// `ctr run -d` of `image` as `id` in the pod `sandbox` (by the CRI sandbox-id annotation).
 pub fn run_in_sandbox(
     ctrd: &Containerd,
@@ -128,20 +147,27 @@ pub fn run_in_sandbox(
     args: &[&str],
 ) -> std::process::Output {
     let annotation = format!("io.kubernetes.cri.sandbox-id={sandbox}");
-    ctrd.ctr_command()
-        .args([
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasip1/wasm",
-        ])
-        .args(["--annotation", &annotation])
-        .args(flags)
-        .args([image, id])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ctr runs")
+    let flags = [&["--annotation", annotation.as_str()][..], flags].concat();
+    detached(ctrd, &flags, image, id, args)
+}
+
+/// Starts the probe sleeping for a minute as `id` in pod `sandbox`, waits until it runs, and
+/// returns its pid.
+pub fn sleeper(ctrd: &Containerd, sandbox: &str, id: &str) -> u32 {
+    let out = run_in_sandbox(
+        ctrd,
+        sandbox,
+        &[],
+        PROBE,
+        id,
+        &["/probe.wasm", "sleep", "60"],
+    );
+    assert!(
+        out.status.success(),
+        "ctr run -d {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ctrd.wait_status(id, "RUNNING", std::time::Duration::from_secs(10))
+        .expect("the sleeper runs");
+    ctrd.task_pid(id).expect("the sleeper has a pid")
 }

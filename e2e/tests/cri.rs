@@ -41,15 +41,7 @@ fn wasm_pod_runs_hello_and_its_logs_are_in_cri_format() {
     let pod = n.run_pod("hello", HANDLER).unwrap();
     let mut hello = spec("hello", HELLO_P1, &["through", "cri", "--exit", "3"]);
     hello.env.push(("POD".into(), "hello".into()));
-    let id = n.create_container(&pod, &hello).unwrap();
-    n.start_container(&id).unwrap();
-    let code = n
-        .wait_state(
-            &id,
-            ContainerState::ContainerExited,
-            Duration::from_secs(20),
-        )
-        .unwrap();
+    let (id, code) = n.run_to_exit(&pod, &hello).unwrap();
     assert_eq!(code, 3);
     let log = n.log(&pod, "hello");
     let lines = parse_log(&log);
@@ -87,9 +79,8 @@ fn two_wasm_containers_share_the_pod_shim_and_removal_leaves_nothing() {
     let mut ids = Vec::new();
     for name in ["first", "second"] {
         let id = n
-            .create_container(&pod, &spec(name, PROBE, &["sleep", "600"]))
+            .launch(&pod, &spec(name, PROBE, &["sleep", "600"]))
             .unwrap();
-        n.start_container(&id).unwrap();
         n.wait_state(
             &id,
             ContainerState::ContainerRunning,
@@ -168,15 +159,7 @@ fn pod_limits_reach_the_cgroup_and_the_engine_and_update_resizes() {
     let pod = n.run_pod("limited", HANDLER).unwrap();
     let mut greedy = spec("greedy", PROBE, &["grow"]);
     greedy.memory_limit = 64 << 20;
-    let id = n.create_container(&pod, &greedy).unwrap();
-    n.start_container(&id).unwrap();
-    let code = n
-        .wait_state(
-            &id,
-            ContainerState::ContainerExited,
-            Duration::from_secs(20),
-        )
-        .unwrap();
+    let (_, code) = n.run_to_exit(&pod, &greedy).unwrap();
     assert_eq!(code, 3, "{}", n.log(&pod, "greedy"));
     let log = n.log(&pod, "greedy");
     let grown: u64 = parse_log(&log)
@@ -295,8 +278,7 @@ fn a_tcp_server_module_answers_on_the_pod_ip() {
     server
         .annotations
         .insert("wasmkube.dev/network".into(), "inherit".into());
-    let id = n.create_container(&pod, &server).unwrap();
-    n.start_container(&id).unwrap();
+    let id = n.launch(&pod, &server).unwrap();
     n.wait_state(
         &id,
         ContainerState::ContainerRunning,
@@ -331,16 +313,8 @@ fn a_tcp_server_module_answers_on_the_pod_ip() {
 fn without_the_network_annotation_a_module_cannot_listen() {
     let (mut n, _guard) = node(&[PROBE_P2]);
     let pod = n.run_pod("closed", HANDLER).unwrap();
-    let id = n
-        .create_container(&pod, &spec("closed", PROBE_P2, &["serve", "8080"]))
-        .unwrap();
-    n.start_container(&id).unwrap();
-    let code = n
-        .wait_state(
-            &id,
-            ContainerState::ContainerExited,
-            Duration::from_secs(20),
-        )
+    let (_, code) = n
+        .run_to_exit(&pod, &spec("closed", PROBE_P2, &["serve", "8080"]))
         .unwrap();
     assert_ne!(code, 0);
     let log = n.log(&pod, "closed");
@@ -359,16 +333,8 @@ fn images_pulled_from_a_registry_run_as_pods() {
     let image_ref = n.pull(&reference, None).unwrap();
     assert!(image_ref.starts_with("sha256:"), "{image_ref}");
     let pod = n.run_pod("pulled", HANDLER).unwrap();
-    let id = n
-        .create_container(&pod, &spec("hello", &reference, &["from", "registry"]))
-        .unwrap();
-    n.start_container(&id).unwrap();
-    let code = n
-        .wait_state(
-            &id,
-            ContainerState::ContainerExited,
-            Duration::from_secs(20),
-        )
+    let (_, code) = n
+        .run_to_exit(&pod, &spec("hello", &reference, &["from", "registry"]))
         .unwrap();
     assert_eq!(code, 0);
     let lines = parse_log(&n.log(&pod, "hello"));
@@ -409,16 +375,8 @@ fn a_registry_with_basic_auth_needs_the_pull_secret() {
     n.pull(&reference, Some(("puller", "s3cret"))).unwrap();
 
     let pod = n.run_pod("private", HANDLER).unwrap();
-    let id = n
-        .create_container(&pod, &spec("hello", &reference, &[]))
-        .unwrap();
-    n.start_container(&id).unwrap();
-    let code = n
-        .wait_state(
-            &id,
-            ContainerState::ContainerExited,
-            Duration::from_secs(20),
-        )
+    let (_, code) = n
+        .run_to_exit(&pod, &spec("hello", &reference, &[]))
         .unwrap();
     assert_eq!(code, 0);
     assert!(n.log(&pod, "hello").contains("hello from wasmkube"));

@@ -7,9 +7,10 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use wasmkube_e2e::containerd::{alive, parent_pid, RUNTIME};
+use wasmkube_e2e::containerd::{alive, parent_pid};
 use wasmkube_e2e::fixtures::{
-    node, run, run_in_sandbox, HELLO_P1, HELLO_P2, NOT_WASM, PROBE, SPIN, TRAP, UNKNOWN_IMPORT,
+    node, run, run_in_sandbox, sleeper, start, HELLO_P1, HELLO_P2, NOT_WASM, PROBE, SPIN, TRAP,
+    UNKNOWN_IMPORT,
 };
 
 #[test]
@@ -48,16 +49,8 @@ fn hello_prints_args_and_env_and_exits_with_its_code() {
 #[test]
 fn wasi_p2_component_runs_like_the_core_module() {
     let ctrd = node(&[HELLO_P2]);
-    let mut cmd = ctrd.ctr_command();
-    let out = cmd
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasip2/wasm",
-        ])
+    let out = ctrd
+        .ctr_run("--rm", "wasip2/wasm")
         .args([
             HELLO_P2,
             "hello-p2",
@@ -76,15 +69,7 @@ fn wasi_p2_component_runs_like_the_core_module() {
     // linked too, for components that import it).
     assert_eq!(out.status.code(), Some(1));
     let ok = ctrd
-        .ctr_command()
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasip2/wasm",
-        ])
+        .ctr_run("--rm", "wasip2/wasm")
         .args([HELLO_P2, "hello-p2-ok"])
         .stdin(Stdio::null())
         .output()
@@ -110,17 +95,7 @@ fn trap_gives_status_134_and_a_one_line_reason() {
 
 fn kill_spinning_module(signal: &str, expected_status: &str) {
     let ctrd = node(&[SPIN]);
-    ctrd.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip1/wasm",
-        SPIN,
-        "spin",
-    ])
-    .unwrap();
+    start(&ctrd, &[], SPIN, "spin", &[]);
     ctrd.wait_status("spin", "RUNNING", Duration::from_secs(10))
         .unwrap();
     let pid = ctrd.task_pid("spin").unwrap() as i32;
@@ -172,15 +147,7 @@ fn sigkill_stops_a_spinning_module_within_two_seconds_and_delete_cleans_up() {
 fn stdin_piped_into_ctr_run_reaches_the_module() {
     let ctrd = node(&[PROBE]);
     let mut child = ctrd
-        .ctr_command()
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasip1/wasm",
-        ])
+        .ctr_run("--rm", "wasip1/wasm")
         .args([PROBE, "cat", "/probe.wasm", "cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -209,21 +176,13 @@ fn stdin_piped_into_ctr_run_reaches_the_module() {
 #[test]
 fn file_written_under_tmp_is_in_the_rootfs_after_exit() {
     let ctrd = node(&[PROBE]);
-    ctrd.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip1/wasm",
+    start(
+        &ctrd,
+        &[],
         PROBE,
         "writer",
-        "/probe.wasm",
-        "write",
-        "/tmp/out.txt",
-        "persisted",
-    ])
-    .unwrap();
+        &["/probe.wasm", "write", "/tmp/out.txt", "persisted"],
+    );
     ctrd.wait_status("writer", "STOPPED", Duration::from_secs(10))
         .unwrap();
     let file = ctrd.bundle("writer").join("rootfs/tmp/out.txt");
@@ -256,17 +215,7 @@ fn two_containers_of_one_sandbox_share_one_shim_process() {
             );
         }
     }
-    let other = run_in_sandbox(
-        &ctrd,
-        "sandbox-2",
-        &[],
-        PROBE,
-        "other",
-        &["/probe.wasm", "sleep", "60"],
-    );
-    assert!(other.status.success());
-    ctrd.wait_status("other", "RUNNING", Duration::from_secs(10))
-        .unwrap();
+    sleeper(&ctrd, "sandbox-2", "other");
 
     let shim_of = |id: &str| parent_pid(ctrd.task_pid(id).unwrap() as i32).unwrap();
     assert_eq!(shim_of("pod-a"), shim_of("pod-b"));
@@ -277,17 +226,7 @@ fn two_containers_of_one_sandbox_share_one_shim_process() {
 #[test]
 fn bad_modules_fail_their_own_create_and_the_shim_keeps_serving() {
     let ctrd = node(&[PROBE, NOT_WASM, UNKNOWN_IMPORT]);
-    let ok = run_in_sandbox(
-        &ctrd,
-        "pod",
-        &[],
-        PROBE,
-        "good",
-        &["/probe.wasm", "sleep", "60"],
-    );
-    assert!(ok.status.success());
-    ctrd.wait_status("good", "RUNNING", Duration::from_secs(10))
-        .unwrap();
+    sleeper(&ctrd, "pod", "good");
     let shim = parent_pid(ctrd.task_pid("good").unwrap() as i32).unwrap();
 
     let cases: &[(&str, &str, &[&str], &[&str])] = &[
@@ -387,17 +326,7 @@ fn task_events_are_published_in_lifecycle_order() {
 #[test]
 fn pids_and_metrics_describe_the_running_module() {
     let ctrd = node(&[PROBE]);
-    let out = run_in_sandbox(
-        &ctrd,
-        "m",
-        &[],
-        PROBE,
-        "busy",
-        &["/probe.wasm", "sleep", "60"],
-    );
-    assert!(out.status.success());
-    ctrd.wait_status("busy", "RUNNING", Duration::from_secs(10))
-        .unwrap();
+    sleeper(&ctrd, "m", "busy");
     let pid = ctrd.task_pid("busy").unwrap();
     let ps = ctrd.ctr_ok(&["tasks", "ps", "busy"]).unwrap();
     assert!(ps.contains(&pid.to_string()), "{ps}");
@@ -413,17 +342,7 @@ fn pids_and_metrics_describe_the_running_module() {
 #[test]
 fn unsupported_calls_answer_not_implemented() {
     let ctrd = node(&[PROBE]);
-    let out = run_in_sandbox(
-        &ctrd,
-        "u",
-        &[],
-        PROBE,
-        "plain",
-        &["/probe.wasm", "sleep", "60"],
-    );
-    assert!(out.status.success());
-    ctrd.wait_status("plain", "RUNNING", Duration::from_secs(10))
-        .unwrap();
+    sleeper(&ctrd, "u", "plain");
     for args in [
         &["tasks", "pause", "plain"][..],
         &["tasks", "exec", "--exec-id", "x1", "plain", "/probe.wasm"][..],
@@ -445,17 +364,7 @@ fn unsupported_calls_answer_not_implemented() {
 #[test]
 fn a_lost_shim_is_cleaned_up_by_delete() {
     let ctrd = node(&[PROBE]);
-    let out = run_in_sandbox(
-        &ctrd,
-        "lost",
-        &[],
-        PROBE,
-        "orphan",
-        &["/probe.wasm", "sleep", "60"],
-    );
-    assert!(out.status.success());
-    ctrd.wait_status("orphan", "RUNNING", Duration::from_secs(10))
-        .unwrap();
+    sleeper(&ctrd, "lost", "orphan");
     let pid = ctrd.task_pid("orphan").unwrap() as i32;
     let shim = parent_pid(pid).unwrap();
     nix::sys::signal::kill(

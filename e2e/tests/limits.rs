@@ -10,9 +10,9 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use wasmkube_e2e::containerd::{Containerd, RUNTIME};
+use wasmkube_e2e::containerd::Containerd;
 use wasmkube_e2e::fixtures::{
-    node, run, run_in_sandbox, DECOY_PASSWD, PROBE, RECURSE, SPIN, UNKNOWN_IMPORT,
+    node, run, sleeper, start, DECOY_PASSWD, PROBE, RECURSE, SPIN, UNKNOWN_IMPORT,
 };
 
 const MIB: u64 = 1 << 20;
@@ -45,15 +45,7 @@ fn spawn_run(
     args: &[&str],
 ) -> (Child, Receiver<String>) {
     let mut child = ctrd
-        .ctr_command()
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasip1/wasm",
-        ])
+        .ctr_run("--rm", "wasip1/wasm")
         .args(flags)
         .args([image, id])
         .args(args)
@@ -156,21 +148,13 @@ fn update_raises_the_memory_limit_of_a_running_container() {
 fn cpu_quota_of_a_fifth_holds_a_spinning_module_near_twenty_percent() {
     require_cgroup_v1();
     let ctrd = node(&[SPIN]);
-    ctrd.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip1/wasm",
-        "--cpu-quota",
-        "20000",
-        "--cpu-period",
-        "100000",
+    start(
+        &ctrd,
+        &["--cpu-quota", "20000", "--cpu-period", "100000"],
         SPIN,
         "spinner",
-    ])
-    .unwrap();
+        &[],
+    );
     ctrd.wait_status("spinner", "RUNNING", Duration::from_secs(10))
         .unwrap();
     let dirs: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids"]
@@ -305,22 +289,7 @@ fn hostile_modules_are_contained_and_the_neighbour_is_untouched() {
 #[test]
 fn the_instance_process_has_no_privileges_and_its_own_namespaces() {
     let ctrd = node(&[PROBE]);
-    let out = run_in_sandbox(
-        &ctrd,
-        "iso",
-        &[],
-        PROBE,
-        "iso",
-        &["/probe.wasm", "sleep", "60"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ctrd.wait_status("iso", "RUNNING", Duration::from_secs(10))
-        .unwrap();
-    let pid = ctrd.task_pid("iso").unwrap();
+    let pid = sleeper(&ctrd, "iso", "iso");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
         status

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::{ensure, Context};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wasmkube_e2e::containerd::{Containerd, RUNTIME};
+use wasmkube_e2e::containerd::Containerd;
 use wasmkube_e2e::image::Image;
 use wasmkube_e2e::wasm::{rust_module, Target};
 
@@ -57,19 +57,11 @@ fn demo() -> anyhow::Result<()> {
     Image::module(IMAGE, "hello.wasm", std::fs::read(&module)?, "wasip1")
         .write_archive(&archive)?;
     ctrd.import(&archive)?;
-    let mut ctr = ctrd.ctr_command();
+    let mut ctr = ctrd.ctr_run("--rm", "wasip1/wasm");
     *NODE.lock().expect("demo lock") = Some(ctrd);
 
     step("ctr run --rm --runtime io.containerd.wasmkube.v1 --env DEMO=wasmkube hello /hello.wasm demo");
     let out = ctr
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasip1/wasm",
-        ])
         .args([
             "--env",
             "DEMO=wasmkube",
