@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_cri::v1::ContainerState;
 use wasmkube_e2e::containerd::{alive, parent_pid};
 use wasmkube_e2e::cri::{native_binary, parse_log, ContainerSpec, CriNode, HANDLER};
-use wasmkube_e2e::fixtures::{image, HELLO_P1, PROBE, PROBE_P2};
+use wasmkube_e2e::fixtures::{image, HELLO_P1, NOT_WASM, PROBE, PROBE_P2};
 use wasmkube_e2e::image::Image;
 use wasmkube_e2e::registry::Registry;
 
@@ -380,5 +380,30 @@ fn a_registry_with_basic_auth_needs_the_pull_secret() {
         .unwrap();
     assert_eq!(code, 0);
     assert!(n.log(&pod, "hello").contains("hello from wasmkube"));
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn pull_and_start_failures_carry_a_clear_reason() {
+    let registry = Registry::start(None).unwrap();
+    let host = registry.host.clone();
+    let (mut n, _guard) = node(&[NOT_WASM]);
+    n.trust_registry(&host).unwrap();
+    // A registry that is down.
+    drop(registry);
+    let err = n
+        .pull(&format!("{host}/wasmkube/hello:p1"), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("connection refused"), "{err}");
+    // An image whose entrypoint is not Wasm fails its container, naming the file.
+    let pod = n.run_pod("broken", HANDLER).unwrap();
+    let id = n
+        .create_container(&pod, &spec("broken", NOT_WASM, &[]))
+        .unwrap();
+    let err = n.start_container(&id).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("/app.wasm is not a WebAssembly module"),
+        "{err:#}"
+    );
     n.remove_pod(&pod).unwrap();
 }
