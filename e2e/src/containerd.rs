@@ -284,6 +284,15 @@ disabled_plugins = {disabled}
             .collect()
     }
 
+    /// Mount points inside the bundle of task `id`.
+    pub fn task_mounts(&self, id: &str) -> Vec<String> {
+        let bundle = self.bundle(id).to_string_lossy().into_owned();
+        self.mounts()
+            .into_iter()
+            .filter(|m| m.starts_with(&bundle))
+            .collect()
+    }
+
     /// Mount points under this containerd's directory.
     pub fn mounts(&self) -> Vec<String> {
         let dir = self.dir().to_string_lossy().into_owned();

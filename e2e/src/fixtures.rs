@@ -167,7 +167,8 @@ pub fn sleeper(ctrd: &Containerd, sandbox: &str, id: &str) -> u32 {
         "ctr run -d {id}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    ctrd.wait_status(id, "RUNNING", std::time::Duration::from_secs(10))
-        .expect("the sleeper runs");
+    if let Err(e) = ctrd.wait_status(id, "RUNNING", std::time::Duration::from_secs(10)) {
+        panic!("{e}\ncontainerd log:\n{}", ctrd.log());
+    }
     ctrd.task_pid(id).expect("the sleeper has a pid")
 }

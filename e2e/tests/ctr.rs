@@ -93,54 +93,59 @@ fn trap_gives_status_134_and_a_one_line_reason() {
     assert!(line.contains("unreachable"), "{line}");
 }
 
-fn kill_spinning_module(signal: &str, expected_status: &str) {
+fn kill_spinning_module(signal: &str, expected_status: i32) {
     let ctrd = node(&[SPIN]);
-    start(&ctrd, &[], SPIN, "spin", &[]);
+    // `ctr run --rm` waits for the task, deletes it, and exits with the task's status.
+    let mut run = ctrd
+        .ctr_run("--rm", "wasip1/wasm")
+        .args([SPIN, "spin"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     ctrd.wait_status("spin", "RUNNING", Duration::from_secs(10))
         .unwrap();
     let pid = ctrd.task_pid("spin").unwrap() as i32;
-    let bundle = ctrd.bundle("spin");
-    assert!(ctrd
-        .mounts()
+    assert!(!ctrd.task_mounts("spin").is_empty(), "rootfs not mounted");
+    let cgroups: Vec<String> = ["memory", "cpu", "pids"]
         .iter()
-        .any(|m| m.starts_with(bundle.to_str().unwrap())));
+        .map(|c| format!("/sys/fs/cgroup/{c}/{}/spin", ctrd.namespace))
+        .collect();
+    assert!(cgroups.iter().all(|c| std::path::Path::new(c).is_dir()));
 
     let started = Instant::now();
     ctrd.ctr_ok(&["tasks", "kill", "--signal", signal, "spin"])
         .unwrap();
-    ctrd.wait_status("spin", "STOPPED", Duration::from_secs(2))
-        .unwrap_or_else(|e| panic!("{signal} did not stop the spinning module: {e}"));
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "{signal} took {elapsed:?}"
-    );
-    let out = ctrd.ctr_ok(&["tasks", "delete", "spin"]).unwrap();
-    assert!(out.contains(expected_status) || out.is_empty(), "{out}");
-
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{signal} did not stop the spinning module within 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(expected_status), "{signal}");
     assert!(!alive(pid), "instance process {pid} survived delete");
     assert!(
-        !ctrd
-            .mounts()
-            .iter()
-            .any(|m| m.starts_with(bundle.to_str().unwrap())),
+        ctrd.task_mounts("spin").is_empty(),
         "rootfs still mounted: {:?}",
-        ctrd.mounts()
+        ctrd.task_mounts("spin")
     );
-    for controller in ["memory", "cpu", "pids"] {
-        let cg = format!("/sys/fs/cgroup/{controller}/{}/spin", ctrd.namespace);
+    for cg in cgroups {
         assert!(!std::path::Path::new(&cg).exists(), "{cg} left behind");
     }
 }
 
 #[test]
 fn sigterm_stops_a_spinning_module_within_two_seconds_and_delete_cleans_up() {
-    kill_spinning_module("SIGTERM", "143");
+    kill_spinning_module("SIGTERM", 143);
 }
 
 #[test]
 fn sigkill_stops_a_spinning_module_within_two_seconds_and_delete_cleans_up() {
-    kill_spinning_module("SIGKILL", "137");
+    kill_spinning_module("SIGKILL", 137);
 }
 
 #[test]
@@ -194,26 +199,7 @@ fn file_written_under_tmp_is_in_the_rootfs_after_exit() {
 fn two_containers_of_one_sandbox_share_one_shim_process() {
     let ctrd = node(&[PROBE]);
     for id in ["pod-a", "pod-b"] {
-        let out = run_in_sandbox(
-            &ctrd,
-            "sandbox-1",
-            &[],
-            PROBE,
-            id,
-            &["/probe.wasm", "sleep", "60"],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if let Err(e) = ctrd.wait_status(id, "RUNNING", Duration::from_secs(10)) {
-            panic!(
-                "{e}\n{}\n{}",
-                ctrd.ctr_ok(&["tasks", "ls"]).unwrap(),
-                ctrd.log()
-            );
-        }
+        sleeper(&ctrd, "sandbox-1", id);
     }
     sleeper(&ctrd, "sandbox-2", "other");
 
@@ -391,13 +377,9 @@ fn a_lost_shim_is_cleaned_up_by_delete() {
         "instance process {pid} outlived its shim's clean-up"
     );
     let _ = ctrd.ctr(&["tasks", "delete", "orphan"]);
-    let bundle = ctrd.bundle("orphan");
     assert!(
-        !ctrd
-            .mounts()
-            .iter()
-            .any(|m| m.starts_with(bundle.to_str().unwrap())),
+        ctrd.task_mounts("orphan").is_empty(),
         "rootfs still mounted: {:?}",
-        ctrd.mounts()
+        ctrd.task_mounts("orphan")
     );
 }
