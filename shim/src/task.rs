@@ -481,11 +481,6 @@ impl TaskService {
             self.shutdown.signal();
         }
     }
-
-    /// The bundle path of a container (for stats and messages).
-    pub fn bundle(&self, id: &str) -> Result<PathBuf> {
-        Ok(self.get(id)?.bundle.clone())
-    }
 }
 
 async fn rootfs_mount(bundle: &Path, mounts: &[Mount]) -> Result<Option<PathBuf>> {
