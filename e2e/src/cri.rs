@@ -120,11 +120,7 @@ impl CriNode {
                 ]
             });
             std::fs::write(cni.join("10-wasmkube.conflist"), conf.to_string()).expect("cni conf");
-            std::fs::write(
-                root.join("shim.toml"),
-                format!("cache_dir = \"{}\"\n", root.join("cache").display()),
-            )
-            .expect("shim config");
+            std::fs::write(root.join("shim.toml"), base_shim_config(root)).expect("shim config");
             format!(
                 r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
@@ -198,6 +194,16 @@ impl CriNode {
 
     /// RunPodSandbox with `handler` (`wasmkube`, or `runc`).
     pub fn run_pod(&mut self, name: &str, handler: &str) -> Result<Pod> {
+        self.run_pod_annotated(name, handler, &[])
+    }
+
+    /// RunPodSandbox with pod annotations (what the kubelet passes from `metadata.annotations`).
+    pub fn run_pod_annotated(
+        &mut self,
+        name: &str,
+        handler: &str,
+        annotations: &[(&str, &str)],
+    ) -> Result<Pod> {
         let log_dir = self.ctrd.dir().join("pods").join(name);
         std::fs::create_dir_all(&log_dir)?;
         let config = PodSandboxConfig {
@@ -208,6 +214,10 @@ impl CriNode {
                 attempt: 0,
             }),
             hostname: name.into(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log_directory: log_dir.to_string_lossy().into_owned(),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("/{}/pod-{name}", self.cgroup_parent),
@@ -238,6 +248,40 @@ impl CriNode {
             config,
             log_dir,
         })
+    }
+
+    /// Rewrites the shim's node config (re-read at every container create): the test defaults
+    /// (cache and containerd content store of this node) followed by `extra` TOML.
+    pub fn configure_shim(&self, extra: &str) -> Result<()> {
+        let root = self.ctrd.dir();
+        std::fs::write(
+            root.join("shim.toml"),
+            format!("{}{extra}", base_shim_config(root)),
+        )?;
+        Ok(())
+    }
+
+    /// Imports the module stub image the way a node installer does: written by the shim binary
+    /// (`--write-stub-image`), imported into the `k8s.io` namespace.
+    pub fn import_stub_image(&self) -> Result<()> {
+        let archive = self.ctrd.dir().join("stub.tar");
+        let out = Command::new(crate::containerd::shim_binary()?)
+            .arg("--write-stub-image")
+            .arg(&archive)
+            .output()
+            .context("running the shim binary")?;
+        if !out.status.success() {
+            bail!(
+                "--write-stub-image failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.ctrd.import(&archive)
+    }
+
+    /// The shim's blob store for fetched artifacts on this node.
+    pub fn blob_store(&self) -> PathBuf {
+        self.ctrd.dir().join("cache/blobs/sha256")
     }
 
     /// Lets CRI pull from the plain-HTTP registry at `host` (a `certs.d/<host>/hosts.toml`,
@@ -506,6 +550,15 @@ impl CriNode {
         image.write_archive(&archive)?;
         self.ctrd.import(&archive)
     }
+}
+
+/// The shim config every test node starts with: its own cache and its containerd's content store.
+fn base_shim_config(root: &Path) -> String {
+    format!(
+        "cache_dir = \"{}\"\ncontent_stores = [\"{}\"]\n",
+        root.join("cache").display(),
+        root.join("root/io.containerd.content.v1.content").display()
+    )
 }
 
 /// The stream and text of each line of a CRI log (`<time> <stream> <F|P> <text>`).

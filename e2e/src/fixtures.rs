@@ -4,7 +4,7 @@
 use std::process::Stdio;
 
 use crate::containerd::Containerd;
-use crate::image::Image;
+use crate::image::{Artifact, Image};
 use crate::wasm::{rust_module, wat_fixture, Target};
 
 /// hello as a WASI preview 1 core module.
@@ -26,6 +26,10 @@ pub const RECURSE: &str = "docker.io/wasmkube/recurse:test";
 pub const UNKNOWN_IMPORT: &str = "docker.io/wasmkube/unknown-import:test";
 /// A shell script where the module should be.
 pub const NOT_WASM: &str = "docker.io/wasmkube/not-wasm:test";
+/// The node-local module stub image (written by `containerd-shim-wasmkube-v1
+/// --write-stub-image`, see [`crate::cri::CriNode::import_stub_image`]): runs the artifact that
+/// the pod annotation `wasmkube.dev/module[.<container>]` names.
+pub const STUB: &str = wasmkube_oci::handoff::STUB_IMAGE;
 /// The decoy password file inside the probe image.
 pub const DECOY_PASSWD: &str = "decoy:x:1:1:inside the image:/:/nologin\n";
 
@@ -73,6 +77,16 @@ pub fn image(name: &str) -> Image {
         NOT_WASM => Image::module(name, "app.wasm", b"#!/bin/sh\necho hi\n".to_vec(), "wasip1"),
         other => panic!("no such test image {other}"),
     }
+}
+
+/// hello (WASI preview 1) as a Wasm OCI artifact named `name`, layer titled `hello.wasm`.
+pub fn hello_artifact(name: &str) -> Artifact {
+    Artifact::wasm(
+        name,
+        "hello.wasm",
+        read(rust_module("hello", Target::P1)),
+        "wasip1",
+    )
 }
 
 /// A private containerd with `images` imported.

@@ -103,6 +103,28 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Replaces the stored bytes of blob `digest` with different bytes of the same length, so the
+    /// registry serves content that does not match its digest.
+    pub fn corrupt_blob(&self, digest: &str) -> Result<()> {
+        let hex = digest.trim_start_matches("sha256:");
+        let path = self
+            .dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data");
+        let mut data =
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        for b in data.iter_mut().skip(8) {
+            *b ^= 0xff;
+        }
+        std::fs::write(&path, data)?;
+        Ok(())
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,6 +1,7 @@
 //! The node e2e suite: the kubelet's CRI calls against a real containerd with the `wasmkube`
 //! handler (issue 4, first part: pods, logs, stats, limits, grace periods, clean-up, and a runc
-//! pod beside Wasm pods). Images are imported into containerd's `k8s.io` namespace.
+//! pod beside Wasm pods), images and Wasm OCI artifacts from a real registry. Images are
+//! imported into containerd's `k8s.io` namespace or pulled through CRI.
 
 #![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
@@ -8,10 +9,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_cri::v1::ContainerState;
+use std::os::unix::fs::PermissionsExt;
 use wasmkube_e2e::containerd::{alive, parent_pid};
 use wasmkube_e2e::cri::{native_binary, parse_log, ContainerSpec, CriNode, HANDLER};
-use wasmkube_e2e::fixtures::{image, HELLO_P1, NOT_WASM, PROBE, PROBE_P2};
-use wasmkube_e2e::image::Image;
+
+use wasmkube_e2e::fixtures::{hello_artifact, image, HELLO_P1, NOT_WASM, PROBE, PROBE_P2, STUB};
+use wasmkube_e2e::image::{Artifact, Image};
 use wasmkube_e2e::registry::Registry;
 
 /// CRI nodes share this process's bridge name: one at a time.
@@ -405,5 +408,270 @@ fn pull_and_start_failures_carry_a_clear_reason() {
         format!("{err:#}").contains("/app.wasm is not a WebAssembly module"),
         "{err:#}"
     );
+    n.remove_pod(&pod).unwrap();
+}
+
+/// Pushes `artifact` as `<registry>/<repo>:<tag>`; returns the reference pinned by digest, as the
+/// operator writes it into the pod annotation.
+fn push_artifact(n: &CriNode, registry: &Registry, artifact: &Artifact, repo: &str) -> String {
+    let archive = n
+        .ctrd
+        .dir()
+        .join(format!("{}.tar", repo.replace(['/', ':'], "-")));
+    let digest = artifact.write_archive(&archive).unwrap();
+    let tagged = registry.push(&archive, repo).unwrap();
+    let (name, _tag) = tagged.rsplit_once(':').unwrap();
+    format!("{name}@{digest}")
+}
+
+/// What the blob store holds: only complete, verified blobs named by their digest.
+fn stored_blobs(n: &CriNode) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(n.blob_store())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    for name in &names {
+        assert!(
+            name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()),
+            "the blob store holds a partial or foreign file {name}"
+        );
+    }
+    names
+}
+
+fn insecure(registry: &Registry) -> String {
+    format!("[registries.\"{}\"]\ninsecure = true\n", registry.host)
+}
+
+#[test]
+fn a_wasm_artifact_runs_as_a_pod_and_logs_like_the_same_module_as_an_image() {
+    let registry = Registry::start(None).unwrap();
+    let (mut n, _guard) = node(&[]);
+    n.import_stub_image().unwrap();
+    n.trust_registry(&registry.host).unwrap();
+    n.configure_shim(&insecure(&registry)).unwrap();
+    let archive = n.ctrd.dir().join("hello.tar");
+    image(HELLO_P1).write_archive(&archive).unwrap();
+    let image_ref = registry.push(&archive, "wasmkube/hello:p1").unwrap();
+    n.pull(&image_ref, None).unwrap();
+    let artifact = hello_artifact("docker.io/wasmkube/hello-artifact:p1");
+    let pinned = push_artifact(&n, &registry, &artifact, "wasmkube/hello-artifact:p1");
+
+    // One pod, the same module twice: from the image, and from the artifact via the stub.
+    let pod = n
+        .run_pod_annotated(
+            "same",
+            HANDLER,
+            &[("wasmkube.dev/module.artifact", pinned.as_str())],
+        )
+        .unwrap();
+    let args = ["same", "args"];
+    let (_, code) = n
+        .run_to_exit(&pod, &spec("image", &image_ref, &args))
+        .unwrap();
+    assert_eq!(code, 0);
+    let (_, code) = n.run_to_exit(&pod, &spec("artifact", STUB, &args)).unwrap();
+    assert_eq!(code, 0);
+    let from_image = parse_log(&n.log(&pod, "image"));
+    let from_artifact = parse_log(&n.log(&pod, "artifact"));
+    assert!(
+        from_image.contains(&("stdout".into(), "arg[0]=/hello.wasm".into()))
+            && from_image.contains(&("stdout".into(), "arg[2]=args".into())),
+        "{from_image:?}"
+    );
+    assert_eq!(from_image, from_artifact);
+    // Cached on the node by digest (module layer and manifest), world-readable.
+    let layer = artifact.layer_digest();
+    let layer_hex = layer.trim_start_matches("sha256:");
+    let manifest_hex = pinned.rsplit_once("sha256:").unwrap().1;
+    let stored = stored_blobs(&n);
+    assert!(
+        stored.iter().any(|b| b == layer_hex) && stored.iter().any(|b| b == manifest_hex),
+        "{stored:?}"
+    );
+    let mode = std::fs::metadata(n.blob_store().join(layer_hex))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+    n.remove_pod(&pod).unwrap();
+
+    // Pinned by digest and cached, the module starts with the registry gone (pod-wide key).
+    drop(registry);
+    let pod = n
+        .run_pod_annotated(
+            "offline",
+            HANDLER,
+            &[("wasmkube.dev/module", pinned.as_str())],
+        )
+        .unwrap();
+    let (_, code) = n
+        .run_to_exit(&pod, &spec("any-name", STUB, &["offline"]))
+        .unwrap();
+    assert_eq!(code, 0);
+    let lines = parse_log(&n.log(&pod, "any-name"));
+    assert!(
+        lines.contains(&("stdout".into(), "arg[1]=offline".into())),
+        "{lines:?}"
+    );
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn artifacts_already_in_containerds_content_store_need_no_registry() {
+    let registry = Registry::start(None).unwrap();
+    let (mut n, _guard) = node(&[]);
+    n.import_stub_image().unwrap();
+    n.configure_shim(&insecure(&registry)).unwrap();
+    let artifact = hello_artifact("docker.io/wasmkube/hello-artifact:p1");
+    let pinned = push_artifact(&n, &registry, &artifact, "wasmkube/hello-artifact:p1");
+    // What containerd keeps after fetching the artifact (a CRI pull on 1.6 fetches every blob
+    // before it fails to unpack; `ctr content fetch` does the same without the failure).
+    n.ctrd
+        .ctr_ok(&["content", "fetch", "--plain-http", &pinned])
+        .unwrap();
+    drop(registry);
+    assert!(stored_blobs(&n).is_empty());
+    let pod = n
+        .run_pod_annotated(
+            "local",
+            HANDLER,
+            &[("wasmkube.dev/module", pinned.as_str())],
+        )
+        .unwrap();
+    let (_, code) = n.run_to_exit(&pod, &spec("hello", STUB, &[])).unwrap();
+    assert_eq!(code, 0);
+    assert!(n.log(&pod, "hello").contains("hello from wasmkube"));
+    let layer = artifact.layer_digest();
+    assert!(stored_blobs(&n).contains(&layer.trim_start_matches("sha256:").to_string()));
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn artifact_failures_give_the_container_a_clear_reason_and_store_nothing_partial() {
+    let registry = Registry::start(None).unwrap();
+    let host = registry.host.clone();
+    let (mut n, _guard) = node(&[]);
+    n.import_stub_image().unwrap();
+    n.configure_shim(&insecure(&registry)).unwrap();
+    let archive = n.ctrd.dir().join("hello.tar");
+    image(HELLO_P1).write_archive(&archive).unwrap();
+    let plain_image = registry.push(&archive, "wasmkube/hello:p1").unwrap();
+    let mut script = hello_artifact("docker.io/wasmkube/script:1");
+    script.module = b"#!/bin/sh\necho not wasm\n".to_vec();
+    let script = push_artifact(&n, &registry, &script, "wasmkube/script:1");
+    let corrupt = hello_artifact("docker.io/wasmkube/corrupt:1");
+    let corrupt_layer = corrupt.layer_digest();
+    let corrupt_ref = push_artifact(&n, &registry, &corrupt, "wasmkube/corrupt:1");
+    registry.corrupt_blob(&corrupt_layer).unwrap();
+
+    let missing = format!("{host}/wasmkube/hello-artifact:missing");
+    let cases: Vec<(&str, &str, String)> = vec![
+        (
+            "missing",
+            missing.as_str(),
+            "not found in the registry".into(),
+        ),
+        (
+            "image",
+            plain_image.as_str(),
+            "is not a Wasm artifact: config application/vnd.oci.image.config.v1+json".into(),
+        ),
+        (
+            "script",
+            script.as_str(),
+            "does not start with the Wasm magic".into(),
+        ),
+        (
+            "corrupt",
+            corrupt_ref.as_str(),
+            format!("module layer {corrupt_layer} failed digest verification"),
+        ),
+    ];
+    let annotations: Vec<(String, String)> = cases
+        .iter()
+        .map(|(name, reference, _)| (format!("wasmkube.dev/module.{name}"), reference.to_string()))
+        .collect();
+    let annotations: Vec<(&str, &str)> = annotations
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let pod = n
+        .run_pod_annotated("failures", HANDLER, &annotations)
+        .unwrap();
+    let start_error = |n: &mut CriNode, name: &str| {
+        let id = n.create_container(&pod, &spec(name, STUB, &[])).unwrap();
+        format!("{:#}", n.start_container(&id).unwrap_err())
+    };
+    for (name, reference, want) in &cases {
+        let err = start_error(&mut n, name);
+        assert!(
+            err.contains(want.as_str()) && err.contains(reference),
+            "{name}: {err}"
+        );
+    }
+    let err = start_error(&mut n, "unnamed");
+    assert!(
+        err.contains("no annotation names its module")
+            && err.contains("wasmkube.dev/module.unnamed"),
+        "{err}"
+    );
+    // Nothing of the corrupt or non-Wasm layers was kept.
+    let stored = stored_blobs(&n);
+    assert!(
+        !stored.contains(&corrupt_layer.trim_start_matches("sha256:").to_string()),
+        "{stored:?}"
+    );
+    drop(registry);
+    let pod2 = n
+        .run_pod_annotated(
+            "down",
+            HANDLER,
+            &[("wasmkube.dev/module", &format!("{host}/wasmkube/other:1"))],
+        )
+        .unwrap();
+    let id = n.create_container(&pod2, &spec("down", STUB, &[])).unwrap();
+    let err = format!("{:#}", n.start_container(&id).unwrap_err());
+    assert!(
+        err.contains(&format!("registry {host} is unreachable")),
+        "{err}"
+    );
+    n.remove_pod(&pod2).unwrap();
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn artifacts_from_a_registry_with_basic_auth_use_the_node_credentials() {
+    let registry = Registry::start(Some(("puller", "s3cret"))).unwrap();
+    let (mut n, _guard) = node(&[]);
+    n.import_stub_image().unwrap();
+    n.configure_shim(&insecure(&registry)).unwrap();
+    let pinned = push_artifact(
+        &n,
+        &registry,
+        &hello_artifact("docker.io/private/hello:1"),
+        "private/hello:1",
+    );
+    let pod = n
+        .run_pod_annotated("auth", HANDLER, &[("wasmkube.dev/module", pinned.as_str())])
+        .unwrap();
+    let id = n.create_container(&pod, &spec("anon", STUB, &[])).unwrap();
+    let err = format!("{:#}", n.start_container(&id).unwrap_err());
+    assert!(
+        err.contains(&format!("registry {} denied access", registry.host))
+            && err.contains("add credentials"),
+        "{err}"
+    );
+    n.configure_shim(&format!(
+        "{}username = \"puller\"\npassword = \"s3cret\"\n",
+        insecure(&registry)
+    ))
+    .unwrap();
+    let (_, code) = n.run_to_exit(&pod, &spec("authed", STUB, &[])).unwrap();
+    assert_eq!(code, 0);
+    assert!(n.log(&pod, "authed").contains("hello from wasmkube"));
     n.remove_pod(&pod).unwrap();
 }

@@ -1,15 +1,19 @@
 //! Node-level shim configuration: built-in defaults, overridden by the TOML file that the
 //! containerd runtime options name (`ConfigPath`) or carry inline (`ConfigBody`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::protobuf::{well_known_types::any::Any, CodedInputStream};
 use serde::Deserialize;
+use wasmkube_oci::RegistryConfig;
 
 use crate::error::{Error, Result};
 
 /// Where the compiled-module cache lives when nothing else is configured.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/wasmkube/cache";
+/// containerd's content store in its default root (the same path in 1.6, 1.7 and 2.x).
+pub const DEFAULT_CONTENT_STORE: &str = "/var/lib/containerd/io.containerd.content.v1.content";
 
 /// The shim's settings for one node. Plain data: loaded and validated once per runtime-options
 /// value, then passed down.
@@ -19,12 +23,19 @@ pub struct ShimConfig {
     /// Directory of the compiled-module cache (precompiled artifacts keyed by module digest and
     /// engine fingerprint). Created on first use.
     pub cache_dir: PathBuf,
+    /// containerd content stores searched for artifact blobs (by digest) before the registry.
+    pub content_stores: Vec<PathBuf>,
+    /// Per-registry settings for artifacts the shim fetches itself, keyed by `host[:port]`:
+    /// `insecure` (plain HTTP), `username`/`password` or `token`.
+    pub registries: HashMap<String, RegistryConfig>,
 }
 
 impl Default for ShimConfig {
     fn default() -> Self {
         ShimConfig {
             cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            content_stores: vec![PathBuf::from(DEFAULT_CONTENT_STORE)],
+            registries: HashMap::new(),
         }
     }
 }
@@ -41,6 +52,11 @@ impl ShimConfig {
             )));
         }
         Ok(config)
+    }
+
+    /// Where fetched artifact blobs are kept: `blobs/` under the cache directory.
+    pub fn blob_store(&self) -> PathBuf {
+        self.cache_dir.join("blobs")
     }
 
     /// Loads the configuration a containerd runtime-options message selects: the defaults when

@@ -14,6 +14,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some(worker::WORKER_FLAG) {
         worker::main();
     }
+    if args.get(1).map(String::as_str) == Some("--write-stub-image") {
+        write_stub_image(args.get(2));
+        return;
+    }
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(flags) => flags,
         Err(e) => {
@@ -39,6 +43,20 @@ fn main() {
     runtime.block_on(containerd_shim::asynchronous::run::<Service>(
         RUNTIME_ID, None,
     ));
+}
+
+/// `--write-stub-image OUT.tar`: the module stub image every node imports
+/// (`ctr -n k8s.io images import OUT.tar`), so pods can run Wasm OCI artifacts.
+fn write_stub_image(out: Option<&String>) {
+    let Some(out) = out else {
+        eprintln!("usage: {BINARY} --write-stub-image OUT.tar");
+        std::process::exit(2);
+    };
+    if let Err(e) = wasmkube_oci::layout::Image::stub().write_archive(std::path::Path::new(out)) {
+        eprintln!("{BINARY}: cannot write the stub image to {out}: {e}");
+        std::process::exit(1);
+    }
+    println!("{}", wasmkube_oci::handoff::STUB_IMAGE);
 }
 
 /// `-info`: the RuntimeInfo protobuf containerd 2.x asks shims for.

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Mount;
 use serde::{Deserialize, Serialize};
 
+use wasmkube_oci::handoff;
+
 use crate::engine::run::Preopen;
 use crate::error::{Error, Result};
 
@@ -60,11 +62,18 @@ impl Policy {
             Error::InvalidArgument(format!("container {id}: annotation {key}={value:?} {why}"))
         };
         for key in annotations.keys() {
-            if key.starts_with("wasmkube.dev/") && !KNOWN.contains(&key.as_str()) {
+            let module_key = key == handoff::MODULE_ANNOTATION
+                || key.starts_with(handoff::MODULE_ANNOTATION_PREFIX);
+            if key.starts_with("wasmkube.dev/") && !KNOWN.contains(&key.as_str()) && !module_key {
                 return Err(bad(
                     key,
                     &annotations[key],
-                    &format!("is not a wasmkube annotation (known: {})", KNOWN.join(", ")),
+                    &format!(
+                        "is not a wasmkube annotation (known: {}, {}, {}<container>)",
+                        KNOWN.join(", "),
+                        handoff::MODULE_ANNOTATION,
+                        handoff::MODULE_ANNOTATION_PREFIX
+                    ),
                 ));
             }
         }

@@ -4,6 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::Spec;
+use wasmkube_oci::handoff;
 
 use crate::error::{Error, Result};
 use crate::isolation::{NetNs, Sandbox};
@@ -18,6 +19,12 @@ pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 pub enum Workload {
     /// The pod's sandbox ("pause") container: holds the pod, runs no module.
     Sandbox,
+    /// A Wasm artifact the shim fetches from a registry: the container runs the module stub
+    /// image and a pod annotation names the artifact (see `wasmkube_oci::handoff`).
+    Artifact {
+        /// The OCI reference from the annotation.
+        reference: String,
+    },
     /// A Wasm module or component.
     Module {
         /// The entrypoint as the image names it (`args[0]`), for messages.
@@ -96,11 +103,32 @@ pub fn run_spec(id: &str, spec: &Spec, bundle: &Path) -> Result<RunSpec> {
                  .wasm file inside the image"
             ))
         })?;
-        let host_path = find_entrypoint(&rootfs, entry, &cwd, &env)
-            .map_err(|why| Error::Module(format!("container {id}: entrypoint {entry}: {why}")))?;
-        Workload::Module {
-            guest_path: entry.clone(),
-            host_path,
+        if entry == handoff::STUB_ENTRYPOINT {
+            let annotations = spec.annotations().clone().unwrap_or_default();
+            let reference = handoff::module_reference(&annotations).ok_or_else(|| {
+                let name = annotations
+                    .get(handoff::CONTAINER_NAME_ANNOTATION)
+                    .map(String::as_str)
+                    .unwrap_or("<container>");
+                Error::Module(format!(
+                    "container {id} runs the wasmkube module stub ({entry}) but no annotation \
+                     names its module: set the pod annotation {}{name} (or {}) to the artifact's \
+                     OCI reference",
+                    handoff::MODULE_ANNOTATION_PREFIX,
+                    handoff::MODULE_ANNOTATION
+                ))
+            })?;
+            Workload::Artifact {
+                reference: reference.to_string(),
+            }
+        } else {
+            let host_path = find_entrypoint(&rootfs, entry, &cwd, &env).map_err(|why| {
+                Error::Module(format!("container {id}: entrypoint {entry}: {why}"))
+            })?;
+            Workload::Module {
+                guest_path: entry.clone(),
+                host_path,
+            }
         }
     };
     Ok(RunSpec {

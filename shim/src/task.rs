@@ -240,12 +240,22 @@ impl TaskService {
         let run = spec::run_spec(&req.id, &spec, &req.bundle)?;
         let annotations = spec.annotations().clone().unwrap_or_default();
         let policy = Policy::from_annotations(&annotations, &req.id)?;
+        let mut args = run.args.clone();
         let (job, code_size) = match &run.workload {
             Workload::Sandbox => (Job::Pause, 0),
             Workload::Module {
                 guest_path,
                 host_path,
             } => self.compile(&req.id, guest_path, host_path, config).await?,
+            Workload::Artifact { reference } => {
+                let fetched = fetch_artifact(&req.id, reference, config).await?;
+                // The module sees its own file name as argv[0], as it would from an image.
+                if let (Some(title), Some(first)) = (&fetched.title, args.first_mut()) {
+                    *first = format!("/{title}");
+                }
+                self.compile(&req.id, reference, &fetched.path, config)
+                    .await?
+            }
         };
         let linux = spec.linux().as_ref();
         let limits = linux
@@ -276,7 +286,7 @@ impl TaskService {
             id: req.id.clone(),
             job,
             wasi: WasiSetup {
-                args: run.args.clone(),
+                args,
                 env,
                 preopens: policy.preopens(&req.id, &run.rootfs, read_only_root, &mounts)?,
                 network: policy.network,
@@ -515,4 +525,30 @@ async fn watch_exit(
     events.exited(&c.id, c.instance.pid, status).await;
     info!(container_id = %c.id, exit_code = status.code, "exited");
     let _ = stopped.send(Some(status));
+}
+
+/// Fetches a Wasm artifact named by the pod (digest-verified, into the node's blob store).
+async fn fetch_artifact(
+    id: &str,
+    reference: &str,
+    config: &ShimConfig,
+) -> Result<wasmkube_oci::Fetched> {
+    let fetcher = wasmkube_oci::ModuleFetcher::new(
+        &config.blob_store(),
+        config.content_stores.clone(),
+        config.registries.clone(),
+    );
+    let fetched = fetcher
+        .fetch(reference)
+        .await
+        .map_err(|e| Error::Module(format!("container {id}: {e}")))?;
+    info!(
+        container_id = %id,
+        reference,
+        manifest = %fetched.manifest_digest,
+        digest = %fetched.digest,
+        source = ?fetched.source,
+        "artifact ready"
+    );
+    Ok(fetched)
 }

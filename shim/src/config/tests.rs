@@ -70,3 +70,39 @@ fn missing_config_file_names_the_file() {
     let err = ShimConfig::from_runtime_options(Some(&options("/nope/shim.toml", ""))).unwrap_err();
     assert!(err.to_string().contains("/nope/shim.toml"), "{err}");
 }
+
+#[test]
+fn registries_and_content_stores_come_from_the_toml() {
+    let config = ShimConfig::from_toml(
+        r#"
+cache_dir = "/c"
+content_stores = ["/srv/containerd/io.containerd.content.v1.content"]
+[registries."127.0.0.1:5000"]
+insecure = true
+username = "ci"
+password = "secret"
+[registries."ghcr.io"]
+token = "t0k"
+"#,
+        "shim.toml",
+    )
+    .unwrap();
+    assert_eq!(config.blob_store(), PathBuf::from("/c/blobs"));
+    assert_eq!(
+        config.content_stores,
+        [PathBuf::from(
+            "/srv/containerd/io.containerd.content.v1.content"
+        )]
+    );
+    let local = &config.registries["127.0.0.1:5000"];
+    assert!(local.insecure);
+    assert_eq!(local.username.as_deref(), Some("ci"));
+    assert_eq!(config.registries["ghcr.io"].token.as_deref(), Some("t0k"));
+    assert!(!config.registries["ghcr.io"].insecure);
+    let err = ShimConfig::from_toml("[registries.\"r\"]\ninsecur = true", "shim.toml").unwrap_err();
+    assert!(err.to_string().contains("unknown field"), "{err}");
+    assert_eq!(
+        ShimConfig::default().content_stores,
+        [PathBuf::from(DEFAULT_CONTENT_STORE)]
+    );
+}

@@ -54,6 +54,14 @@ fn unknown_wasmkube_annotation_is_refused_by_name() {
         err.contains("wasmkube.dev/netwrok") && err.contains("c2"),
         "{err}"
     );
+    let module_keys = ann(&[
+        ("wasmkube.dev/module", "reg/a:1"),
+        ("wasmkube.dev/module.web", "reg/b:1"),
+    ]);
+    assert_eq!(
+        Policy::from_annotations(&module_keys, "c2").unwrap(),
+        Policy::default()
+    );
 }
 
 #[test]

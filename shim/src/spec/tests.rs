@@ -133,3 +133,31 @@ fn env_without_equals_has_empty_value() {
         [("A".into(), "b=c".into()), ("B".into(), String::new())]
     );
 }
+
+#[test]
+fn the_module_stub_entrypoint_takes_its_module_from_the_pod_annotation() {
+    let named = serde_json::json!({
+        "io.kubernetes.cri.container-name": "web",
+        "wasmkube.dev/module.web": "reg.example/web@sha256:1234",
+    });
+    let b = bundle_with(config(&["/wasmkube-module", "--flag"], named));
+    let run = run_spec("c1", &load(b.path()).unwrap(), b.path()).unwrap();
+    assert_eq!(
+        run.workload,
+        Workload::Artifact {
+            reference: "reg.example/web@sha256:1234".into()
+        }
+    );
+    assert_eq!(run.args, ["/wasmkube-module", "--flag"]);
+
+    let unnamed = serde_json::json!({"io.kubernetes.cri.container-name": "web"});
+    let b = bundle_with(config(&["/wasmkube-module"], unnamed));
+    let err = run_spec("c1", &load(b.path()).unwrap(), b.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("container c1 runs the wasmkube module stub")
+            && err.contains("wasmkube.dev/module.web"),
+        "{err}"
+    );
+}
