@@ -16,9 +16,10 @@ use k8s_cri::v1::{
     AuthConfig, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
     LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest, PodSandboxStatusRequest,
+    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -54,6 +55,17 @@ pub struct Pod {
     pub config: PodSandboxConfig,
     /// Where its container logs go.
     pub log_dir: PathBuf,
+}
+
+/// A pod's PodSandboxStats.
+#[derive(Debug)]
+pub struct PodStats {
+    /// CPU time used, nanoseconds.
+    pub cpu: u64,
+    /// Memory working set, bytes.
+    pub memory: u64,
+    /// Per container: (id, cpu nanoseconds, working set bytes).
+    pub containers: Vec<(String, u64, u64)>,
 }
 
 /// What a test container asks for.
@@ -465,6 +477,43 @@ impl CriNode {
             .map(|v| v.value)
             .unwrap_or(0);
         Ok((cpu, mem))
+    }
+
+    /// PodSandboxStats.
+    pub fn pod_stats(&mut self, pod: &Pod) -> Result<PodStats> {
+        let mut client = self.runtime.clone();
+        let linux = self
+            .rt
+            .block_on(client.pod_sandbox_stats(PodSandboxStatsRequest {
+                pod_sandbox_id: pod.id.clone(),
+            }))?
+            .into_inner()
+            .stats
+            .and_then(|s| s.linux)
+            .context("no Linux pod stats")?;
+        let cpu = |c: Option<k8s_cri::v1::CpuUsage>| {
+            c.and_then(|c| c.usage_core_nano_seconds)
+                .map(|v| v.value)
+                .unwrap_or(0)
+        };
+        let mem = |m: Option<k8s_cri::v1::MemoryUsage>| {
+            m.and_then(|m| m.working_set_bytes)
+                .map(|v| v.value)
+                .unwrap_or(0)
+        };
+        let containers = linux
+            .containers
+            .into_iter()
+            .map(|c| {
+                let id = c.attributes.map(|a| a.id).unwrap_or_default();
+                (id, cpu(c.cpu), mem(c.memory))
+            })
+            .collect();
+        Ok(PodStats {
+            cpu: cpu(linux.cpu),
+            memory: mem(linux.memory),
+            containers,
+        })
     }
 
     /// UpdateContainerResources with a new memory limit.

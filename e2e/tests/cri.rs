@@ -108,6 +108,16 @@ fn two_wasm_containers_share_the_pod_shim_and_removal_leaves_nothing() {
 
     let (cpu, mem) = n.container_stats(&ids[0]).unwrap();
     assert!(cpu > 0 && mem > 0, "ContainerStats cpu={cpu} mem={mem}");
+    // PodSandboxStats: the pod cgroup holds both instance processes; each container is listed.
+    let stats = n.pod_stats(&pod).unwrap();
+    assert!(stats.cpu >= cpu && stats.memory > 0, "{stats:?}");
+    for id in &ids {
+        let listed = stats.containers.iter().find(|(c, _, _)| c == id);
+        assert!(
+            listed.is_some_and(|(_, cpu, mem)| *cpu > 0 && *mem > 0),
+            "{id} in {stats:?}"
+        );
+    }
 
     // The kubelet stops containers with their grace period, then the sandbox.
     let started = std::time::Instant::now();
