@@ -102,7 +102,7 @@ impl ModuleFetcher {
             reference: reference.to_string(),
             why: format!("{e}"),
         })?;
-        let remote = Remote::new(self, reference, &parsed)?;
+        let remote = Remote::new(&self.registries, reference, &parsed);
         let (manifest_digest, raw) = match parsed.digest() {
             Some(digest) => (
                 digest.to_string(),
@@ -292,31 +292,29 @@ impl ModuleFetcher {
     }
 }
 
-/// The registry side of one fetch: client, auth and error wording.
-struct Remote<'a> {
-    reference: &'a str,
+/// The registry side of one fetch or resolution: client, auth and error wording.
+pub(crate) struct Remote<'a> {
+    pub(crate) reference: &'a str,
     parsed: &'a Reference,
     client: Client,
     auth: RegistryAuth,
 }
 
 impl<'a> Remote<'a> {
-    fn new(
-        fetcher: &ModuleFetcher,
+    pub(crate) fn new(
+        registries: &HashMap<String, RegistryConfig>,
         reference: &'a str,
         parsed: &'a Reference,
-    ) -> Result<Self, FetchError> {
+    ) -> Self {
         install_crypto_provider();
-        let insecure: Vec<String> = fetcher
-            .registries
+        let insecure: Vec<String> = registries
             .iter()
             .filter(|(_, c)| c.insecure)
             .map(|(host, _)| host.clone())
             .collect();
-        let config = fetcher
-            .registries
+        let config = registries
             .get(parsed.registry())
-            .or_else(|| fetcher.registries.get(parsed.resolve_registry()))
+            .or_else(|| registries.get(parsed.resolve_registry()))
             .cloned()
             .unwrap_or_default();
         let client = Client::new(ClientConfig {
@@ -326,22 +324,26 @@ impl<'a> Remote<'a> {
             platform_resolver: None,
             ..ClientConfig::default()
         });
-        Ok(Remote {
+        Remote {
             reference,
             parsed,
             client,
             auth: config.auth(),
-        })
+        }
     }
 
-    fn other(&self, why: impl Into<String>) -> FetchError {
+    pub(crate) fn other(&self, why: impl Into<String>) -> FetchError {
         FetchError::Other {
             reference: self.reference.to_string(),
             why: why.into(),
         }
     }
 
-    async fn manifest(&self, parsed: &Reference) -> Result<(String, Vec<u8>), FetchError> {
+    /// A manifest (or index) by tag or digest: (sha256 of the bytes, bytes).
+    pub(crate) async fn manifest(
+        &self,
+        parsed: &Reference,
+    ) -> Result<(String, Vec<u8>), FetchError> {
         let accepted = [
             media::OCI_MANIFEST,
             media::OCI_INDEX,
@@ -356,11 +358,12 @@ impl<'a> Remote<'a> {
         Ok((sha256(&raw), raw.to_vec()))
     }
 
-    async fn pull_blob(
+    /// Streams blob `digest` into `out`, verifying it.
+    pub(crate) async fn pull_blob<W: tokio::io::AsyncWrite>(
         &self,
         digest: &str,
         what: &str,
-        out: tokio::fs::File,
+        out: W,
     ) -> Result<(), FetchError> {
         self.client
             .store_auth_if_needed(self.parsed.resolve_registry(), &self.auth)

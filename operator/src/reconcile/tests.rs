@@ -1,0 +1,429 @@
+//! The reconciler against a mocked API server (kube-rs `tower-test` pattern): every request's
+//! method, path and body are asserted in order, and a missing request fails on a timeout.
+
+use std::sync::Mutex;
+
+use http::{Request, Response};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::client::Body;
+use serde_json::{json, Value};
+use wasmkube_oci::Format;
+
+use super::*;
+use crate::api::{Arch, EdgePolicy, WasmAppStatus};
+use crate::testing::{app, AppExt};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One expected request and the answer to give.
+struct Call {
+    method: &'static str,
+    path: String,
+    check: Box<dyn Fn(&Value) + Send>,
+    status: u16,
+    answer: Value,
+}
+
+fn call(method: &'static str, path: &str, status: u16, answer: Value) -> Call {
+    Call {
+        method,
+        path: path.to_string(),
+        check: Box::new(|_| {}),
+        status,
+        answer,
+    }
+}
+
+impl Call {
+    fn body(mut self, check: impl Fn(&Value) + Send + 'static) -> Call {
+        self.check = Box::new(check);
+        self
+    }
+}
+
+const NODES: &str = "/api/v1/nodes?&labelSelector=wasmkube.dev%2Fruntime%3Dready";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/web";
+const APPLY: &str = "?&force=true&fieldManager=wasmkube-operator";
+const SERVICE: &str = "/api/v1/namespaces/default/services/web";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events?";
+const STATUS: &str = "/apis/wasmkube.dev/v1alpha1/namespaces/default/wasmapps/web/status?";
+
+/// What the API server answers to a status patch: the object.
+fn app_json() -> Value {
+    serde_json::to_value(app("web")).unwrap()
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+fn nodes(arch: &[&str]) -> Value {
+    let items: Vec<Value> = arch
+        .iter()
+        .enumerate()
+        .map(|(i, a)| json!({"metadata": {"name": format!("n{i}"), "labels": {"kubernetes.io/arch": a, "wasmkube.dev/runtime": "ready"}}}))
+        .collect();
+    json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": items})
+}
+
+fn event(reason: &'static str) -> Call {
+    call("POST", EVENTS, 201, json!({"metadata": {"name": "e"}})).body(move |b| {
+        assert_eq!(b["reason"], reason, "event {b}");
+    })
+}
+
+/// A resolver that answers what the test says.
+struct Fake(Mutex<Box<dyn Fn() -> Result<Resolved, FetchError> + Send>>);
+
+#[async_trait]
+impl Resolver for Fake {
+    async fn resolve(
+        &self,
+        _module: &str,
+        _registries: &HashMap<String, RegistryConfig>,
+    ) -> Result<Resolved, FetchError> {
+        (self.0.lock().unwrap())()
+    }
+}
+
+fn resolved(digest: &str) -> Result<Resolved, FetchError> {
+    Ok(Resolved {
+        pinned: format!("registry.example/apps/web@sha256:{digest}"),
+        digest: format!("sha256:{digest}"),
+        format: Format::Image,
+        size: 1000,
+        os: Some("wasip1".into()),
+    })
+}
+
+/// Runs one reconcile of `app` against `calls`; returns the action.
+async fn reconcile_with(
+    app: WasmApp,
+    resolution: impl Fn() -> Result<Resolved, FetchError> + Send + 'static,
+    calls: Vec<Call>,
+) -> Action {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        resolver: Arc::new(Fake(Mutex::new(Box::new(resolution)))),
+        recorder: Recorder::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: "wasmkube-operator".into(),
+                instance: Some("test".into()),
+            },
+        ),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
+        resync: Duration::from_secs(300),
+        retry: Duration::from_secs(30),
+    });
+    let server = tokio::spawn(serve(handle, calls));
+    let action = tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(app), ctx))
+        .await
+        .expect("reconcile finished")
+        .expect("reconcile succeeded");
+    tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("every expected API call was made")
+        .expect("mock server");
+    action
+}
+
+async fn serve(mut handle: Handle, calls: Vec<Call>) {
+    for (i, expected) in calls.into_iter().enumerate() {
+        let (request, send) = handle.next_request().await.unwrap_or_else(|| {
+            panic!(
+                "call {i} ({} {}) never came",
+                expected.method, expected.path
+            )
+        });
+        let path = request.uri().path_and_query().unwrap().to_string();
+        assert_eq!(
+            (request.method().as_str(), path.as_str()),
+            (expected.method, expected.path.as_str()),
+            "call {i}"
+        );
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (expected.check)(&body);
+        send.send_response(
+            Response::builder()
+                .status(expected.status)
+                .body(Body::from(serde_json::to_vec(&expected.answer).unwrap()))
+                .unwrap(),
+        );
+    }
+}
+
+/// The Deployment the operator would apply, as the API server returns it.
+fn applied(app: &WasmApp, digest: &str, ready: i32) -> Value {
+    let module = Module {
+        pinned: format!("registry.example/apps/web@sha256:{digest}"),
+        format: Format::Image,
+    };
+    let mut d: Deployment = resources::deployment(app, &module);
+    d.metadata.generation = Some(1);
+    d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+        replicas: Some(app.spec.replicas),
+        ready_replicas: Some(ready),
+        updated_replicas: Some(app.spec.replicas),
+        available_replicas: Some(ready),
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    serde_json::to_value(d).unwrap()
+}
+
+fn image_of(body: &Value) -> String {
+    body["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn first_reconcile_creates_deployment_and_service_then_reports_status() {
+    let web = app("web").with_http(8080, "/healthz");
+    let web2 = web.clone();
+    let action = reconcile_with(
+        web.clone(),
+        || resolved("aa"),
+        vec![
+            call("GET", NODES, 200, nodes(&["amd64", "arm64"])),
+            call("GET", DEPLOY, 404, not_found()),
+            call(
+                "PATCH",
+                &format!("{DEPLOY}{APPLY}"),
+                200,
+                applied(&web, "aa", 0),
+            )
+            .body(|b| {
+                assert_eq!(b["kind"], "Deployment");
+                assert_eq!(image_of(b), "registry.example/apps/web@sha256:aa");
+                assert_eq!(b["spec"]["template"]["spec"]["runtimeClassName"], "wasm");
+                let owner = &b["metadata"]["ownerReferences"][0];
+                assert_eq!(
+                    (owner["kind"].as_str(), owner["controller"].as_bool()),
+                    (Some("WasmApp"), Some(true))
+                );
+            }),
+            event("DeploymentApplied"),
+            call("GET", SERVICE, 404, not_found()),
+            call(
+                "PATCH",
+                &format!("{SERVICE}{APPLY}"),
+                200,
+                json!({"metadata": {"name": "web"}}),
+            )
+            .body(|b| {
+                assert_eq!(b["kind"], "Service");
+                assert_eq!(b["spec"]["ports"][0]["port"], 8080);
+                assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "uid-web");
+            }),
+            event("Resolved"),
+            event("NodesAvailable"),
+            call("PATCH", STATUS, 200, app_json()).body(move |b| {
+                let s: WasmAppStatus = serde_json::from_value(b["status"].clone()).unwrap();
+                assert_eq!(s.eligible_nodes, 2);
+                assert_eq!(s.ready, "0/1");
+                assert_eq!(
+                    s.module.unwrap().pinned,
+                    "registry.example/apps/web@sha256:aa"
+                );
+                let resolved = status::find(
+                    &web2
+                        .clone()
+                        .with_status(serde_json::from_value(b["status"].clone()).unwrap())
+                        .status
+                        .unwrap(),
+                    "ModuleResolved",
+                )
+                .cloned()
+                .unwrap();
+                assert_eq!(resolved.status, "True");
+            }),
+        ],
+    )
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+/// The status a steady app already has, so the no-op case can hand it back.
+fn steady_status(app: &WasmApp, deployment: &Value) -> WasmAppStatus {
+    let d: Deployment = serde_json::from_value(deployment.clone()).unwrap();
+    let outcome = ModuleOutcome::Resolved(ModuleStatus {
+        pinned: "registry.example/apps/web@sha256:aa".into(),
+        digest: "sha256:aa".into(),
+        format: "image".into(),
+        size: 1000,
+    });
+    status::compute(
+        app,
+        &Observed {
+            module: &outcome,
+            deployment: Some((d.status.as_ref().unwrap(), true)),
+            eligible_nodes: 1,
+            placement: describe_placement(app),
+            now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_unchanged_app_causes_reads_only() {
+    let web = app("web");
+    let current = applied(&web, "aa", 1);
+    let web = web.clone().with_status(steady_status(&web, &current));
+    reconcile_with(
+        web,
+        || resolved("aa"),
+        vec![
+            call("GET", NODES, 200, nodes(&["amd64"])),
+            call("GET", DEPLOY, 200, current),
+            call("GET", SERVICE, 404, not_found()),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn scaling_applies_the_new_replica_count() {
+    let before = app("web");
+    let current = applied(&before, "aa", 1);
+    let scaled = before
+        .clone()
+        .with_status(steady_status(&before, &current))
+        .with_replicas(3);
+    let after = scaled.clone();
+    reconcile_with(
+        scaled,
+        || resolved("aa"),
+        vec![
+            call("GET", NODES, 200, nodes(&["amd64"])),
+            call("GET", DEPLOY, 200, current),
+            call(
+                "PATCH",
+                &format!("{DEPLOY}{APPLY}"),
+                200,
+                applied(&after, "aa", 1),
+            )
+            .body(|b| assert_eq!(b["spec"]["replicas"], 3)),
+            event("DeploymentApplied"),
+            call("GET", SERVICE, 404, not_found()),
+            call("PATCH", STATUS, 200, app_json())
+                .body(|b| assert_eq!(b["status"]["ready"], "1/3")),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_tag_moving_to_a_new_digest_rolls_out_the_new_digest() {
+    let web = app("web");
+    let current = applied(&web, "aa", 1);
+    let web = web.clone().with_status(steady_status(&web, &current));
+    let next = web.clone();
+    reconcile_with(
+        web,
+        || resolved("bb"),
+        vec![
+            call("GET", NODES, 200, nodes(&["amd64"])),
+            call("GET", DEPLOY, 200, current),
+            call(
+                "PATCH",
+                &format!("{DEPLOY}{APPLY}"),
+                200,
+                applied(&next, "bb", 1),
+            )
+            .body(|b| assert_eq!(image_of(b), "registry.example/apps/web@sha256:bb")),
+            event("DeploymentApplied"),
+            call("GET", SERVICE, 404, not_found()),
+            call("PATCH", STATUS, 200, app_json()).body(|b| {
+                assert_eq!(b["status"]["module"]["digest"], "sha256:bb");
+            }),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_registry_outage_sets_the_condition_and_leaves_the_deployment_alone() {
+    let web = app("web");
+    let current = applied(&web, "aa", 1);
+    let web = web.clone().with_status(steady_status(&web, &current));
+    let action = reconcile_with(
+        web,
+        || {
+            Err(FetchError::Unreachable {
+                reference: "registry.example/apps/web:1".into(),
+                registry: "registry.example".into(),
+                why: "connection refused".into(),
+            })
+        },
+        vec![
+            call("GET", NODES, 200, nodes(&["amd64"])),
+            call("GET", DEPLOY, 200, current),
+            event("RegistryUnreachable"),
+            call("PATCH", STATUS, 200, app_json()).body(|b| {
+                let s: WasmAppStatus = serde_json::from_value(b["status"].clone()).unwrap();
+                let c = status::find(&s, "ModuleResolved").unwrap();
+                assert_eq!(
+                    (c.status.as_str(), c.reason.as_str()),
+                    ("False", "RegistryUnreachable")
+                );
+                assert!(
+                    c.message.contains("registry.example is unreachable"),
+                    "{}",
+                    c.message
+                );
+                assert_eq!(
+                    s.module.as_ref().unwrap().digest,
+                    "sha256:aa",
+                    "last good module kept"
+                );
+                assert_eq!(status::find(&s, "Ready").unwrap().status, "True");
+            }),
+        ],
+    )
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test]
+async fn no_matching_wasm_node_makes_the_app_unschedulable() {
+    let edge = app("web").placed(&[Arch::Arm64], EdgePolicy::Require);
+    let current = applied(&edge, "aa", 0);
+    reconcile_with(
+        edge,
+        || resolved("aa"),
+        vec![
+            call("GET", NODES, 200, nodes(&["amd64", "arm64"])),
+            call("GET", DEPLOY, 200, current),
+            call("GET", SERVICE, 404, not_found()),
+            event("Resolved"),
+            event("NoWasmNodes"),
+            call("PATCH", STATUS, 200, app_json()).body(|b| {
+                let s: WasmAppStatus = serde_json::from_value(b["status"].clone()).unwrap();
+                assert_eq!(s.eligible_nodes, 0);
+                assert_eq!(
+                    status::find(&s, "Schedulable").unwrap().reason,
+                    "NoWasmNodes"
+                );
+            }),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_app_makes_no_calls_since_owner_references_clean_up() {
+    let mut web = app("web");
+    web.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+    let action = reconcile_with(web, || resolved("aa"), vec![]).await;
+    assert_eq!(action, Action::await_change());
+}
