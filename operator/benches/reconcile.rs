@@ -130,6 +130,7 @@ fn main() {
             metrics: Arc::new(Metrics::default()),
             resync: Duration::from_secs(300),
             retry: Duration::from_secs(30),
+            backoff: Default::default(),
         });
         let apps: Vec<Arc<WasmApp>> = (0..APPS).map(|i| Arc::new(app(i))).collect();
         let started = Instant::now();

@@ -58,6 +58,7 @@ pub async fn run(
         metrics,
         resync: config.resync(),
         retry: config.retry(),
+        backoff: Default::default(),
     });
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=wasmkube-operator");
     let node_changes = watcher(

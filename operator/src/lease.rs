@@ -180,4 +180,85 @@ mod tests {
         assert_eq!(decide(Some(&spec("b", 16)), "a", now), Decision::Acquire);
         assert_eq!(decide(Some(&spec("", 1)), "a", now), Decision::Acquire);
     }
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/wasmkube-operator";
+
+    fn lease_json(holder: &str, renewed: Timestamp) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "wasmkube-operator", "resourceVersion": "7"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "renewTime": MicroTime(renewed)}
+        })
+    }
+
+    async fn attempt(calls: Vec<crate::testing::Call>) -> bool {
+        use http::{Request, Response};
+        let (service, handle) =
+            tower_test::mock::pair::<Request<kube::client::Body>, Response<kube::client::Body>>();
+        let server = tokio::spawn(crate::testing::serve(handle, calls));
+        let api: Api<Lease> = Api::namespaced(kube::Client::new(service, "ops"), "ops");
+        let held = Elector::new(api, "wasmkube-operator", "me", 15)
+            .try_hold()
+            .await
+            .expect("lease call");
+        server.await.expect("every expected call was made");
+        held
+    }
+
+    #[tokio::test]
+    async fn a_missing_lease_is_created_and_a_fresh_foreign_one_is_left_alone() {
+        use crate::testing::call;
+        let missing = serde_json::json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "status": "Failure", "message": "nf"});
+        let created = attempt(vec![
+            call("GET", LEASE, 404, missing),
+            call(
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/ops/leases?",
+                201,
+                lease_json("me", Timestamp::now()),
+            )
+            .body(|b| assert_eq!(b["spec"]["holderIdentity"], "me")),
+        ])
+        .await;
+        assert!(created);
+        let standby = attempt(vec![call(
+            "GET",
+            LEASE,
+            200,
+            lease_json("other", Timestamp::now()),
+        )])
+        .await;
+        assert!(!standby, "another replica leads");
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_unless_another_replica_wins_the_race() {
+        use crate::testing::call;
+        let old = Timestamp::now() - SignedDuration::from_secs(60);
+        let conflict = serde_json::json!({"kind": "Status", "apiVersion": "v1", "code": 409, "reason": "Conflict", "status": "Failure", "message": "the object has been modified"});
+        let lost = attempt(vec![
+            call("GET", LEASE, 200, lease_json("other", old)),
+            call("PUT", &format!("{LEASE}?"), 409, conflict).body(|b| {
+                assert_eq!(b["spec"]["holderIdentity"], "me");
+                assert_eq!(
+                    b["metadata"]["resourceVersion"], "7",
+                    "optimistic concurrency"
+                );
+            }),
+        ])
+        .await;
+        assert!(!lost);
+        let won = attempt(vec![
+            call("GET", LEASE, 200, lease_json("other", old)),
+            call(
+                "PUT",
+                &format!("{LEASE}?"),
+                200,
+                lease_json("me", Timestamp::now()),
+            ),
+        ])
+        .await;
+        assert!(won);
+    }
 }

@@ -73,8 +73,37 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Requeue interval after success.
     pub resync: Duration,
-    /// Requeue interval after a failed resolution.
+    /// First requeue interval after a failure; doubled per consecutive failure of an app.
     pub retry: Duration,
+    /// Consecutive failures per app.
+    pub backoff: Backoff,
+}
+
+/// Exponential backoff per app: `retry × 2^(failures-1)`, at most ten minutes.
+#[derive(Default)]
+pub struct Backoff {
+    failures: std::sync::Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// The longest wait.
+    pub const MAX: Duration = Duration::from_secs(600);
+
+    /// Records a failure of `key` and returns how long to wait before retrying.
+    pub fn failed(&self, key: &str, base: Duration) -> Duration {
+        let mut failures = self.failures.lock().expect("backoff lock poisoned");
+        let n = failures.entry(key.to_string()).or_default();
+        *n = n.saturating_add(1);
+        base.saturating_mul(1u32 << (*n - 1).min(16)).min(Self::MAX)
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .expect("backoff lock poisoned")
+            .remove(key);
+    }
 }
 
 /// Reconciles one WasmApp.
@@ -199,11 +228,16 @@ async fn reconcile_inner(app: &WasmApp, ctx: &Context) -> Result<Action, Error> 
             "updating status of wasmapp {ns}/{name}"
         )))?;
     }
+    let key = format!("{ns}/{name}");
     Ok(match resolution {
-        Ok(_) => Action::requeue(ctx.resync),
+        Ok(_) => {
+            ctx.backoff.succeeded(&key);
+            Action::requeue(ctx.resync)
+        }
         Err(e) => {
-            warn!(app = %name, namespace = %ns, error = %e, "module not resolved");
-            Action::requeue(ctx.retry)
+            let wait = ctx.backoff.failed(&key, ctx.retry);
+            warn!(app = %name, namespace = %ns, error = %e, retry_in = ?wait, "module not resolved");
+            Action::requeue(wait)
         }
     })
 }
@@ -345,10 +379,12 @@ async fn publish(ctx: &Context, app: &WasmApp, type_: EventType, reason: &str, n
     }
 }
 
-/// Requeue policy after an error: retry after the configured interval.
-pub fn error_policy(_app: Arc<WasmApp>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(error = %error, kind = error.kind(), "reconcile failed");
-    Action::requeue(ctx.retry)
+/// Requeue policy after an error: exponential backoff per app.
+pub fn error_policy(app: Arc<WasmApp>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any());
+    let wait = ctx.backoff.failed(&key, ctx.retry);
+    warn!(error = %error, kind = error.kind(), retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
 }
 
 #[cfg(test)]

@@ -1,4 +1,9 @@
-//! Test fixtures: WasmApps that read as sentences (`app("web").with_http(8080, "/healthz")`).
+//! Test fixtures: WasmApps that read as sentences (`app("web").with_http(8080, "/healthz")`),
+//! and a mocked API server that asserts every request in order (kube-rs `tower-test` pattern).
+
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::Value;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -84,5 +89,67 @@ impl AppExt for WasmApp {
     fn with_status(mut self, s: WasmAppStatus) -> Self {
         self.status = Some(s);
         self
+    }
+}
+
+/// The test side of a mocked API server.
+pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One expected request and the answer to give.
+pub struct Call {
+    method: &'static str,
+    path: String,
+    check: Box<dyn Fn(&Value) + Send>,
+    status: u16,
+    answer: Value,
+}
+
+/// Expects `method path` and answers `status` with `answer`.
+pub fn call(method: &'static str, path: &str, status: u16, answer: Value) -> Call {
+    Call {
+        method,
+        path: path.to_string(),
+        check: Box::new(|_| {}),
+        status,
+        answer,
+    }
+}
+
+impl Call {
+    /// Also checks the request body.
+    pub fn body(mut self, check: impl Fn(&Value) + Send + 'static) -> Call {
+        self.check = Box::new(check);
+        self
+    }
+}
+
+/// Answers `calls` in order, asserting method, path and body of each request.
+pub async fn serve(mut handle: Handle, calls: Vec<Call>) {
+    for (i, expected) in calls.into_iter().enumerate() {
+        let (request, send) = handle.next_request().await.unwrap_or_else(|| {
+            panic!(
+                "call {i} ({} {}) never came",
+                expected.method, expected.path
+            )
+        });
+        let path = request.uri().path_and_query().unwrap().to_string();
+        assert_eq!(
+            (request.method().as_str(), path.as_str()),
+            (expected.method, expected.path.as_str()),
+            "call {i}"
+        );
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (expected.check)(&body);
+        send.send_response(
+            Response::builder()
+                .status(expected.status)
+                .body(Body::from(serde_json::to_vec(&expected.answer).unwrap()))
+                .unwrap(),
+        );
     }
 }

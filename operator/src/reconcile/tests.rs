@@ -11,35 +11,7 @@ use wasmkube_oci::Format;
 
 use super::*;
 use crate::api::{Arch, EdgePolicy, WasmAppStatus};
-use crate::testing::{app, AppExt};
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-/// One expected request and the answer to give.
-struct Call {
-    method: &'static str,
-    path: String,
-    check: Box<dyn Fn(&Value) + Send>,
-    status: u16,
-    answer: Value,
-}
-
-fn call(method: &'static str, path: &str, status: u16, answer: Value) -> Call {
-    Call {
-        method,
-        path: path.to_string(),
-        check: Box::new(|_| {}),
-        status,
-        answer,
-    }
-}
-
-impl Call {
-    fn body(mut self, check: impl Fn(&Value) + Send + 'static) -> Call {
-        self.check = Box::new(check);
-        self
-    }
-}
+use crate::testing::{app, call, serve, AppExt, Call};
 
 const NODES: &str = "/api/v1/nodes?&labelSelector=wasmkube.dev%2Fruntime%3Dready";
 const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/web";
@@ -117,6 +89,7 @@ async fn reconcile_with(
         metrics: Arc::new(crate::metrics::Metrics::default()),
         resync: Duration::from_secs(300),
         retry: Duration::from_secs(30),
+        backoff: Default::default(),
     });
     let server = tokio::spawn(serve(handle, calls));
     let action = tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(app), ctx))
@@ -128,36 +101,6 @@ async fn reconcile_with(
         .expect("every expected API call was made")
         .expect("mock server");
     action
-}
-
-async fn serve(mut handle: Handle, calls: Vec<Call>) {
-    for (i, expected) in calls.into_iter().enumerate() {
-        let (request, send) = handle.next_request().await.unwrap_or_else(|| {
-            panic!(
-                "call {i} ({} {}) never came",
-                expected.method, expected.path
-            )
-        });
-        let path = request.uri().path_and_query().unwrap().to_string();
-        assert_eq!(
-            (request.method().as_str(), path.as_str()),
-            (expected.method, expected.path.as_str()),
-            "call {i}"
-        );
-        let bytes = request.into_body().collect_bytes().await.unwrap();
-        let body: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (expected.check)(&body);
-        send.send_response(
-            Response::builder()
-                .status(expected.status)
-                .body(Body::from(serde_json::to_vec(&expected.answer).unwrap()))
-                .unwrap(),
-        );
-    }
 }
 
 /// The Deployment the operator would apply, as the API server returns it.
@@ -426,4 +369,19 @@ async fn a_deleted_app_makes_no_calls_since_owner_references_clean_up() {
     web.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
     let action = reconcile_with(web, || resolved("aa"), vec![]).await;
     assert_eq!(action, Action::await_change());
+}
+
+#[test]
+fn retries_back_off_exponentially_per_app_up_to_the_cap_and_reset_on_success() {
+    let b = Backoff::default();
+    let base = Duration::from_secs(30);
+    let waits: Vec<u64> = (0..7).map(|_| b.failed("ns/a", base).as_secs()).collect();
+    assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600]);
+    assert_eq!(
+        b.failed("ns/b", base).as_secs(),
+        30,
+        "apps back off separately"
+    );
+    b.succeeded("ns/a");
+    assert_eq!(b.failed("ns/a", base).as_secs(), 30);
 }
