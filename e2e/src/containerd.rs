@@ -81,21 +81,7 @@ disabled_plugins = {disabled}
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin)?;
         std::os::unix::fs::symlink(&shim, bin.join(SHIM_BINARY))?;
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let log = std::fs::File::create(root.join("containerd.log"))?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(root.join("config.toml"))
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting containerd")?;
+        let child = spawn(root)?;
         // A namespace of its own: ctr puts containers in the cgroup /<namespace>/<id>, which
         // teardown removes.
         let suffix = root
@@ -117,6 +103,25 @@ disabled_plugins = {disabled}
         };
         ctrd.wait_ready()?;
         Ok(ctrd)
+    }
+
+    /// Stops containerd (SIGTERM) and starts it again with the same config file, as a node's
+    /// `systemctl restart containerd` does; running shims and tasks survive.
+    pub fn restart(&mut self) -> Result<()> {
+        stop(self.child.id() as i32);
+        let _ = self.child.wait();
+        self.child = spawn(self.dir.path())?;
+        self.wait_ready()
+    }
+
+    /// containerd's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The config file containerd reads.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
     }
 
     fn wait_ready(&self) -> Result<()> {
@@ -355,6 +360,29 @@ fn stop(pid: i32) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+/// Starts containerd on the config in `root`, with `root/bin` first on its PATH.
+fn spawn(root: &Path) -> Result<Child> {
+    let bin = root.join("bin");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("containerd.log"))?;
+    Command::new("containerd")
+        .arg("--config")
+        .arg(root.join("config.toml"))
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting containerd")
 }
 
 impl Drop for Containerd {

@@ -106,8 +106,18 @@ pub fn native_binary(name: &str, out: &Path) -> Result<Vec<u8>> {
 }
 
 impl CriNode {
-    /// Starts containerd with CRI and connects.
+    /// Starts containerd with CRI (and the `wasmkube` handler) and connects.
     pub fn start() -> Result<CriNode> {
+        Self::start_with_handler(true)
+    }
+
+    /// Starts containerd with CRI but without the `wasmkube` handler, as a node looks before
+    /// the installer runs (the shim's config file exists at `<dir>/shim.toml`).
+    pub fn start_without_wasmkube() -> Result<CriNode> {
+        Self::start_with_handler(false)
+    }
+
+    fn start_with_handler(with_handler: bool) -> Result<CriNode> {
         for plugin in ["bridge", "host-local", "loopback"] {
             if !Path::new("/usr/lib/cni").join(plugin).exists() {
                 bail!("CNI plugin /usr/lib/cni/{plugin} missing (apt-get install containernetworking-plugins)");
@@ -148,16 +158,23 @@ impl CriNode {
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}]
+{wasm}"#,
+                cni = cni.display(),
+                certs = root.join("certs.d").display(),
+                wasm = if with_handler {
+                    format!(
+                        r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}]
       runtime_type = "io.containerd.wasmkube.v1"
       pod_annotations = ["wasmkube.dev/*"]
       container_annotations = ["wasmkube.dev/*"]
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}.options]
-        ConfigPath = "{shim_toml}"
+        ConfigPath = "{}"
 "#,
-                cni = cni.display(),
-                certs = root.join("certs.d").display(),
-                shim_toml = root.join("shim.toml").display(),
+                        root.join("shim.toml").display()
+                    )
+                } else {
+                    String::new()
+                },
             )
         };
         let mut ctrd = Containerd::start_with(Some(&section))?;
@@ -169,7 +186,10 @@ impl CriNode {
                 let _ = nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH);
                 let _ = std::fs::remove_file(&ns);
             }
-            let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+            let _ = Command::new("ip")
+                .args(["link", "del", &bridge])
+                .stderr(std::process::Stdio::null())
+                .status();
             remove_cgroups(&parent);
         }));
         let pause = native_binary("pause", ctrd.dir())?;
@@ -179,20 +199,7 @@ impl CriNode {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let socket = ctrd.address.clone();
-        let channel = rt.block_on(async move {
-            Endpoint::try_from("http://[::]:50051")?
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let socket = socket.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(
-                            tokio::net::UnixStream::connect(socket).await?,
-                        ))
-                    }
-                }))
-                .await
-                .context("connecting to CRI")
-        })?;
+        let channel = connect(&rt, &ctrd.address)?;
         Ok(CriNode {
             ctrd,
             rt,
@@ -202,6 +209,15 @@ impl CriNode {
             subnet,
             netns,
         })
+    }
+
+    /// Connects the CRI clients again (after containerd restarted, the old connection is
+    /// broken).
+    pub fn reconnect(&mut self) -> Result<()> {
+        let channel = connect(&self.rt, &self.ctrd.address)?;
+        self.runtime = RuntimeServiceClient::new(channel.clone());
+        self.images = ImageServiceClient::new(channel);
+        Ok(())
     }
 
     /// RunPodSandbox with `handler` (`wasmkube`, or `runc`).
@@ -599,6 +615,24 @@ impl CriNode {
         image.write_archive(&archive)?;
         self.ctrd.import(&archive)
     }
+}
+
+/// A gRPC channel to containerd's CRI over its unix socket.
+fn connect(rt: &tokio::runtime::Runtime, socket: &Path) -> Result<Channel> {
+    let socket = socket.to_path_buf();
+    rt.block_on(async move {
+        Endpoint::try_from("http://[::]:50051")?
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .context("connecting to CRI")
+    })
 }
 
 /// The shim config every test node starts with: its own cache and its containerd's content store.

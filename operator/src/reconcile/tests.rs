@@ -196,6 +196,16 @@ async fn first_reconcile_creates_deployment_and_service_then_reports_status() {
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
 }
 
+/// A running app whose status and Deployment match module digest `aa`.
+fn steady() -> (WasmApp, Value) {
+    let web = app("web");
+    let current = applied(&web, "aa", 1);
+    (
+        web.clone().with_status(steady_status(&web, &current)),
+        current,
+    )
+}
+
 /// The status a steady app already has, so the no-op case can hand it back.
 fn steady_status(app: &WasmApp, deployment: &Value) -> WasmAppStatus {
     let d: Deployment = serde_json::from_value(deployment.clone()).unwrap();
@@ -219,9 +229,7 @@ fn steady_status(app: &WasmApp, deployment: &Value) -> WasmAppStatus {
 
 #[tokio::test]
 async fn an_unchanged_app_causes_reads_only() {
-    let web = app("web");
-    let current = applied(&web, "aa", 1);
-    let web = web.clone().with_status(steady_status(&web, &current));
+    let (web, current) = steady();
     reconcile_with(
         web,
         || resolved("aa"),
@@ -267,9 +275,7 @@ async fn scaling_applies_the_new_replica_count() {
 
 #[tokio::test]
 async fn a_tag_moving_to_a_new_digest_rolls_out_the_new_digest() {
-    let web = app("web");
-    let current = applied(&web, "aa", 1);
-    let web = web.clone().with_status(steady_status(&web, &current));
+    let (web, current) = steady();
     let next = web.clone();
     reconcile_with(
         web,
@@ -296,9 +302,7 @@ async fn a_tag_moving_to_a_new_digest_rolls_out_the_new_digest() {
 
 #[tokio::test]
 async fn a_registry_outage_sets_the_condition_and_leaves_the_deployment_alone() {
-    let web = app("web");
-    let current = applied(&web, "aa", 1);
-    let web = web.clone().with_status(steady_status(&web, &current));
+    let (web, current) = steady();
     let action = reconcile_with(
         web,
         || {
