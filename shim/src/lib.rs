@@ -9,6 +9,7 @@ pub mod events;
 pub mod exits;
 pub mod instance;
 pub mod isolation;
+pub mod local;
 pub mod policy;
 pub mod rootfs;
 pub mod service;

@@ -14,6 +14,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some(worker::WORKER_FLAG) {
         worker::main();
     }
+    if args.get(1).map(String::as_str) == Some("--run") {
+        std::process::exit(wasmkube_shim::local::run(&args[2..]));
+    }
     if args.get(1).map(String::as_str) == Some("--write-stub-image") {
         write_stub_image(args.get(2));
         return;
