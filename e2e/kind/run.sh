@@ -121,7 +121,7 @@ scenario_hello() {
 }
 
 scenario_http() {
-  step "scenario: a serving WasmApp answers through its Service"
+  step "scenario: an HTTP WasmApp answers through its Service"
   apply "$MANIFESTS/http.yaml"
   run kubectl wait wasmapp/web --for=condition=Ready --timeout=180s
   echo "+ kubectl port-forward service/web 18080:8080 (in the background)"
@@ -129,8 +129,7 @@ scenario_http() {
     kubectl port-forward service/web 18080:8080 >/dev/null 2>&1 &
     local forward=$!
     sleep 3
-    # The probe answers every connection with one line (no HTTP headers): accept HTTP/0.9.
-    curl -sS --http0.9 --max-time 10 http://127.0.0.1:18080/ | grep -q "hello from a wasm pod" \
+    curl -fsS --max-time 10 http://127.0.0.1:18080/ | grep -q "hello from a wasm pod" \
       || fail "web did not answer through its Service"
     kill "$forward" || true
   fi

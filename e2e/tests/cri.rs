@@ -303,6 +303,7 @@ fn a_tcp_server_module_answers_on_the_pod_ip() {
         let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();
         match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
             Ok(mut s) => {
+                std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n").unwrap();
                 let mut text = String::new();
                 std::io::Read::read_to_string(&mut s, &mut text).unwrap();
                 break text;
@@ -317,7 +318,11 @@ fn a_tcp_server_module_answers_on_the_pod_ip() {
             }
         }
     };
-    assert_eq!(answer, "hello from a wasm pod\n");
+    assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer:?}");
+    assert!(
+        answer.ends_with("\r\n\r\nhello from a wasm pod\n"),
+        "{answer:?}"
+    );
     assert!(n.log(&pod, "server").contains("listening on 8080"));
     n.remove_pod(&pod).unwrap();
 }
