@@ -201,15 +201,15 @@ async fn reconcile_inner(app: &WasmApp, ctx: &Context) -> Result<Action, Error> 
         let seen = d.status.as_ref()?.observed_generation?;
         Some(seen >= d.metadata.generation.unwrap_or(0))
     });
-    let deployment_status = current.as_ref().and_then(|d| d.status.clone());
+    // A Deployment the API server has not reported on yet counts as all zeros.
+    let deployment_status = current
+        .as_ref()
+        .map(|d| d.status.clone().unwrap_or_default());
     let seen = Observed {
         module: &outcome,
-        deployment: current.as_ref().map(|_| {
-            (
-                deployment_status.as_ref().unwrap_or(&EMPTY_STATUS),
-                observed_generation.unwrap_or(false),
-            )
-        }),
+        deployment: deployment_status
+            .as_ref()
+            .map(|s| (s, observed_generation.unwrap_or(false))),
         eligible_nodes: i32::try_from(eligible).unwrap_or(i32::MAX),
         placement: describe_placement(app),
         now: Time(k8s_openapi::jiff::Timestamp::now()),
@@ -241,19 +241,6 @@ async fn reconcile_inner(app: &WasmApp, ctx: &Context) -> Result<Action, Error> 
         }
     })
 }
-
-static EMPTY_STATUS: k8s_openapi::api::apps::v1::DeploymentStatus =
-    k8s_openapi::api::apps::v1::DeploymentStatus {
-        available_replicas: None,
-        collision_count: None,
-        conditions: None,
-        observed_generation: None,
-        ready_replicas: None,
-        replicas: None,
-        terminating_replicas: None,
-        unavailable_replicas: None,
-        updated_replicas: None,
-    };
 
 fn apply_params() -> PatchParams {
     PatchParams::apply(MANAGER).force()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use k8s_cri::v1::ContainerState;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wasmkube_e2e::cri::{parse_log, ContainerSpec, CriNode, HANDLER};
+use wasmkube_e2e::cri::{parse_log, ContainerSpec, CriNode, Pod, HANDLER};
 use wasmkube_e2e::fixtures::{hello_artifact, image, HELLO_P1, PROBE_P2, STUB};
 use wasmkube_e2e::registry::Registry;
 
@@ -67,6 +67,21 @@ fn print_log(log: &str) {
     }
 }
 
+/// Runs hello from `image` in `pod` to its exit, prints its CRI log, removes the pod.
+fn run_hello(n: &mut CriNode, pod: &Pod, image: &str, args: &[&str]) -> anyhow::Result<()> {
+    let spec = ContainerSpec {
+        name: "hello".into(),
+        image: image.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    };
+    let (_, code) = n.run_to_exit(pod, &spec)?;
+    println!("    exited {code}; CRI log:");
+    print_log(&n.log(pod, "hello"));
+    ensure!(code == 0, "hello in pod {} exited {code}", pod.id);
+    n.remove_pod(pod)
+}
+
 fn demo() -> anyhow::Result<()> {
     step("building the examples from source (hello for wasip1, probe for wasip2)");
     let hello = image(HELLO_P1);
@@ -110,17 +125,7 @@ fn demo() -> anyhow::Result<()> {
     on_node(|n| {
         n.pull(&hello_ref, None)?;
         let pod = n.run_pod("hello", HANDLER)?;
-        let spec = ContainerSpec {
-            name: "hello".into(),
-            image: hello_ref.clone(),
-            args: vec!["from".into(), "a".into(), "pod".into()],
-            ..Default::default()
-        };
-        let (_, code) = n.run_to_exit(&pod, &spec)?;
-        println!("    exited {code}; CRI log:");
-        print_log(&n.log(&pod, "hello"));
-        ensure!(code == 0, "hello exited {code}");
-        n.remove_pod(&pod)
+        run_hello(n, &pod, &hello_ref, &["from", "a", "pod"])
     })?;
 
     step("pod 2: the same module from the Wasm OCI artifact (module stub + pod annotation)");
@@ -128,17 +133,7 @@ fn demo() -> anyhow::Result<()> {
         let key = "wasmkube.dev/module.hello";
         let pod = n.run_pod_annotated("hello-artifact", HANDLER, &[(key, &artifact_ref)])?;
         println!("    annotation {key}: {artifact_ref}");
-        let spec = ContainerSpec {
-            name: "hello".into(),
-            image: STUB.into(),
-            args: vec!["from".into(), "an".into(), "artifact".into()],
-            ..Default::default()
-        };
-        let (_, code) = n.run_to_exit(&pod, &spec)?;
-        println!("    exited {code}; CRI log:");
-        print_log(&n.log(&pod, "hello"));
-        ensure!(code == 0, "the artifact pod exited {code}");
-        n.remove_pod(&pod)
+        run_hello(n, &pod, STUB, &["from", "an", "artifact"])
     })?;
 
     step("pod 3: an HTTP server module (network: inherit) answering the host at its pod IP");
