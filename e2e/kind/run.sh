@@ -81,7 +81,7 @@ kind_nodes() {
 build_and_load() {
   step "images (buildah, FROM scratch) and modules"
   run bash "$ROOT/e2e/kind/images.sh" "$ROOT/target/kind"
-  for image in wasmkube-operator wasmkube-node-installer module-stub; do
+  for image in wasmkube-operator-amd64 wasmkube-node-installer-amd64 module-stub; do
     run kind load image-archive "$ROOT/target/kind/$image.tar" --name "$CLUSTER"
   done
   for module in hello-p1 hello-artifact-p1 probe-p1 probe-p2; do

@@ -28,6 +28,20 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
+/// The `wasmkube` CLI built by `cargo build --workspace` (override: `WASMKUBE_CLI`); panics
+/// with the command to run when it is missing.
+pub fn cli_binary() -> PathBuf {
+    let path = std::env::var_os("WASMKUBE_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/wasmkube"));
+    assert!(
+        path.is_file(),
+        "{} not found: build it first with `cargo build --workspace`",
+        path.display()
+    );
+    path
+}
+
 /// Fails the calling test with a clear message unless it runs as root with containerd and
 /// ctr installed: these suites never pass silently on a machine that cannot run them.
 pub fn require_node_tools() {

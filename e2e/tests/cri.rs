@@ -690,3 +690,62 @@ fn artifacts_from_a_registry_with_basic_auth_use_the_node_credentials() {
     assert!(n.log(&pod, "authed").contains("hello from wasmkube"));
     n.remove_pod(&pod).unwrap();
 }
+
+#[test]
+fn a_module_pushed_by_the_cli_runs_as_a_pod_and_wasmkube_run_prints_the_same() {
+    let registry = Registry::start(None).unwrap();
+    let (mut n, _guard) = node(&[]);
+    n.import_stub_image().unwrap();
+    n.trust_registry(&registry.host).unwrap();
+    n.configure_shim(&insecure(&registry)).unwrap();
+    let module = wasmkube_e2e::wasm::rust_module("hello", wasmkube_e2e::wasm::Target::P1).unwrap();
+    let reference = format!("{}/cli/hello:1", registry.host);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(wasmkube_e2e::cli_binary())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wasmkube {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let pushed = cli(&[
+        "push",
+        module.to_str().unwrap(),
+        &reference,
+        "--format",
+        "artifact",
+        "--insecure",
+    ]);
+    let pinned = format!("{}/cli/hello@{}", registry.host, pushed.trim());
+    let pod = n
+        .run_pod_annotated("cli", HANDLER, &[("wasmkube.dev/module", pinned.as_str())])
+        .unwrap();
+    let args = ["from", "the cli"];
+    let (_, code) = n.run_to_exit(&pod, &spec("hello", STUB, &args)).unwrap();
+    assert_eq!(code, 0);
+    let from_pod: Vec<String> = parse_log(&n.log(&pod, "hello"))
+        .into_iter()
+        .filter(|(stream, _)| stream == "stdout")
+        .map(|(_, line)| line)
+        .collect();
+    assert!(
+        from_pod.contains(&"arg[0]=/hello.wasm".to_string()),
+        "{from_pod:?}"
+    );
+    // The same reference, args and environment (what the pod got from CRI and the stub
+    // image), run locally with the shim's engine.
+    let mut run = vec!["run".to_string(), pinned.clone(), "--insecure".into()];
+    for line in from_pod.iter().filter_map(|l| l.strip_prefix("env ")) {
+        run.extend(["--env".to_string(), line.to_string()]);
+    }
+    assert!(run.len() > 3, "the pod has an environment: {from_pod:?}");
+    run.extend(["--".into(), "from".into(), "the cli".into()]);
+    let local = cli(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    let from_cli: Vec<String> = local.lines().map(str::to_string).collect();
+    assert_eq!(from_cli, from_pod);
+    n.remove_pod(&pod).unwrap();
+}

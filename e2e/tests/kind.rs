@@ -83,6 +83,7 @@ fn scripts_parse_and_pass_shellcheck() {
         "scripts/demo.sh",
         "scripts/tools.sh",
         "scripts/arm64.sh",
+        "scripts/dist.sh",
     ];
     for s in scripts {
         let path = repo_root().join(s);

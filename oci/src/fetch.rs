@@ -295,9 +295,9 @@ impl ModuleFetcher {
 /// The registry side of one fetch or resolution: client, auth and error wording.
 pub(crate) struct Remote<'a> {
     pub(crate) reference: &'a str,
-    parsed: &'a Reference,
-    client: Client,
-    auth: RegistryAuth,
+    pub(crate) parsed: &'a Reference,
+    pub(crate) client: Client,
+    pub(crate) auth: RegistryAuth,
 }
 
 impl<'a> Remote<'a> {
@@ -379,7 +379,7 @@ impl<'a> Remote<'a> {
     }
 
     /// Turns a client error into the reason a user can act on.
-    fn classify(&self, error: OciDistributionError, what: &str) -> FetchError {
+    pub(crate) fn classify(&self, error: OciDistributionError, what: &str) -> FetchError {
         let reference = self.reference.to_string();
         let registry = self.parsed.registry().to_string();
         let not_found = |why: String| FetchError::NotFound {
@@ -392,10 +392,17 @@ impl<'a> Remote<'a> {
             why,
         };
         match error {
-            OciDistributionError::RequestError(e) => FetchError::Unreachable {
-                reference: reference.clone(),
-                registry: registry.clone(),
-                why: error_chain(&e),
+            // A response with an error status (a HEAD has no body to parse) is the registry
+            // answering, not being unreachable.
+            OciDistributionError::RequestError(e) => match e.status().map(|s| s.as_u16()) {
+                Some(401 | 403) => denied(e.to_string()),
+                Some(404) => not_found(e.to_string()),
+                Some(code) => self.other(format!("{what}: registry answered {code}: {e}")),
+                None => FetchError::Unreachable {
+                    reference: reference.clone(),
+                    registry: registry.clone(),
+                    why: error_chain(&e),
+                },
             },
             OciDistributionError::AuthenticationFailure(why) => denied(why),
             OciDistributionError::UnauthorizedError { url } => {

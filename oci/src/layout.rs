@@ -150,8 +150,9 @@ impl Image {
         builder.into_inner()
     }
 
-    /// Writes the image as an OCI layout tar archive at `out`.
-    pub fn write_archive(&self, out: &Path) -> Result<()> {
+    /// The image's blobs: one uncompressed tar layer, an image config with the platform and
+    /// entrypoint, and the manifest.
+    pub fn build(&self) -> Result<Built> {
         let layer = self.layer()?;
         let layer_digest = digest(&layer);
         let config = serde_json::to_vec(&json!({
@@ -162,20 +163,29 @@ impl Image {
         }))?;
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": media::OCI_MANIFEST,
             "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "mediaType": media::OCI_CONFIG,
                 "digest": digest(&config),
                 "size": config.len(),
             },
             "layers": [{
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "mediaType": media::OCI_LAYER_TAR,
                 "digest": layer_digest,
                 "size": layer.len(),
             }],
         }))?;
-        let platform = json!({"os": self.os, "architecture": self.arch});
-        write_layout(out, &self.name, &manifest, platform, &[&layer, &config])
+        Ok(Built {
+            manifest,
+            config,
+            layers: vec![layer],
+            platform: json!({"os": self.os, "architecture": self.arch}),
+        })
+    }
+
+    /// Writes the image as an OCI layout tar archive at `out`.
+    pub fn write_archive(&self, out: &Path) -> Result<()> {
+        self.build()?.write_archive(out, &self.name)
     }
 }
 
@@ -192,7 +202,12 @@ pub struct Artifact {
     pub title: String,
     /// Layer media type (`application/wasm` unless a test wants another).
     pub layer_media_type: String,
+    /// A component's (imports, exports), recorded in the config's `component` field.
+    pub component: Option<(Vec<String>, Vec<String>)>,
 }
+
+/// The `created` time of every artifact config we write.
+pub const ARTIFACT_CREATED: &str = "2026-01-01T00:00:00Z";
 
 impl Artifact {
     /// A module artifact in the standard layout.
@@ -203,7 +218,23 @@ impl Artifact {
             os: os.to_string(),
             title: title.to_string(),
             layer_media_type: media::WASM_LAYER.to_string(),
+            component: None,
         }
+    }
+
+    /// An artifact for `module` with its `os` and, for a component, its imports and exports
+    /// read from the binary; refuses bytes that are not Wasm (naming `title`).
+    pub fn from_module(
+        name: &str,
+        title: &str,
+        module: Vec<u8>,
+    ) -> std::result::Result<Artifact, String> {
+        let info = crate::wasm::describe(&module, title)?;
+        let mut artifact = Artifact::wasm(name, title, module, info.os);
+        if info.kind == crate::wasm::Kind::Component {
+            artifact.component = Some((info.imports, info.exports));
+        }
+        Ok(artifact)
     }
 
     /// Digest of the module layer.
@@ -211,40 +242,95 @@ impl Artifact {
         digest(&self.module)
     }
 
-    /// Writes the artifact as an OCI layout tar archive at `out`; returns the manifest digest
-    /// (what a pinned reference names).
-    pub fn write_archive(&self, out: &Path) -> Result<String> {
+    /// The artifact's blobs: the module layer, the Wasm config (`created` is fixed, so the
+    /// same module always gets the same digest) and the manifest.
+    pub fn build(&self) -> Result<Built> {
         let layer_digest = digest(&self.module);
-        let config = serde_json::to_vec(&json!({
-            "created": "2026-01-01T00:00:00Z",
+        let mut config = json!({
+            "created": ARTIFACT_CREATED,
             "architecture": "wasm",
             "os": self.os,
             "layerDigests": [layer_digest],
-        }))?;
-        let manifest = serde_json::to_vec(&json!({
+        });
+        if let Some((imports, exports)) = &self.component {
+            config["component"] = json!({"imports": imports, "exports": exports});
+        }
+        let config = serde_json::to_vec(&config)?;
+        let mut layer = json!({
+            "mediaType": self.layer_media_type,
+            "digest": layer_digest,
+            "size": self.module.len(),
+            "annotations": {media::TITLE_ANNOTATION: self.title},
+        });
+        if self.title.is_empty() {
+            layer.as_object_mut().map(|l| l.remove("annotations"));
+        }
+        let manifest = json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": media::OCI_MANIFEST,
             "config": {
                 "mediaType": media::WASM_CONFIG,
                 "digest": digest(&config),
                 "size": config.len(),
             },
-            "layers": [{
-                "mediaType": self.layer_media_type,
-                "digest": layer_digest,
-                "size": self.module.len(),
-                "annotations": {media::TITLE_ANNOTATION: self.title},
-            }],
-        }))?;
-        let platform = json!({"os": self.os, "architecture": "wasm"});
-        write_layout(
-            out,
-            &self.name,
-            &manifest,
-            platform,
-            &[&self.module, &config],
-        )?;
-        Ok(digest(&manifest))
+            "layers": [layer],
+        });
+        Ok(Built {
+            manifest: serde_json::to_vec(&manifest)?,
+            config,
+            layers: vec![self.module.clone()],
+            platform: json!({"os": self.os, "architecture": "wasm"}),
+        })
+    }
+
+    /// Writes the artifact as an OCI layout tar archive at `out`; returns the manifest digest
+    /// (what a pinned reference names).
+    pub fn write_archive(&self, out: &Path) -> Result<String> {
+        let built = self.build()?;
+        built.write_archive(out, &self.name)?;
+        Ok(built.digest())
+    }
+}
+
+/// The blobs of one single-manifest image or artifact, ready to be written as an OCI layout
+/// archive or pushed to a registry.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The manifest's bytes (its digest names the whole).
+    pub manifest: Vec<u8>,
+    /// The config blob.
+    pub config: Vec<u8>,
+    /// The layer blobs, in manifest order.
+    pub layers: Vec<Vec<u8>>,
+    /// The platform, for an index entry.
+    pub platform: serde_json::Value,
+}
+
+impl Built {
+    /// The manifest digest.
+    pub fn digest(&self) -> String {
+        digest(&self.manifest)
+    }
+
+    /// Sets manifest annotations (`org.opencontainers.image.source`, …); the digest changes.
+    pub fn annotate(
+        &mut self,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        if annotations.is_empty() {
+            return Ok(());
+        }
+        let mut manifest: serde_json::Value = serde_json::from_slice(&self.manifest)?;
+        manifest["annotations"] = json!(annotations);
+        self.manifest = serde_json::to_vec(&manifest)?;
+        Ok(())
+    }
+
+    /// Writes an OCI layout tar archive at `out` whose index names the manifest `name`.
+    pub fn write_archive(&self, out: &Path, name: &str) -> Result<()> {
+        let mut blobs: Vec<&[u8]> = self.layers.iter().map(Vec::as_slice).collect();
+        blobs.push(&self.config);
+        write_layout(out, name, &self.manifest, self.platform.clone(), &blobs)
     }
 }
 
@@ -259,9 +345,9 @@ fn write_layout(
     let tag = name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "mediaType": media::OCI_INDEX,
         "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": media::OCI_MANIFEST,
             "digest": digest(manifest),
             "size": manifest.len(),
             "platform": platform,

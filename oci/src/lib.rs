@@ -7,11 +7,16 @@ pub mod auth;
 pub mod error;
 pub mod fetch;
 pub mod handoff;
+pub mod inspect;
 pub mod layout;
 pub mod media;
+pub mod push;
 pub mod resolve;
+pub mod wasm;
 
 pub use error::FetchError;
 pub use fetch::{Fetched, ModuleFetcher, RegistryConfig};
+pub use inspect::{inspect, pull_module, Inspected, ModuleManifest};
 pub use oci_client::Reference;
+pub use push::push;
 pub use resolve::{resolve, Format, Resolved};

@@ -16,6 +16,12 @@ pub const SPIN_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
 pub const MODULE_LAYERS: &[&str] = &[WASM_LAYER, COMPONENT_LAYER, SPIN_LAYER];
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image config.
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Uncompressed OCI tar layer.
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Gzip-compressed OCI tar layer.
+pub const OCI_LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker schema 2 manifest (accepted so the error for a plain image can say what it is).

@@ -17,6 +17,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--run") {
         std::process::exit(wasmkube_shim::local::run(&args[2..]));
     }
+    if args.get(1).map(String::as_str) == Some("--engine-info") {
+        print_engine_info();
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--write-stub-image") {
         write_stub_image(args.get(2));
         return;
@@ -60,6 +64,17 @@ fn write_stub_image(out: Option<&String>) {
         std::process::exit(1);
     }
     println!("{}", wasmkube_oci::handoff::STUB_IMAGE);
+}
+
+/// `--engine-info`: the engine this node gets (allocator, why, cache fingerprint), as JSON.
+fn print_engine_info() {
+    let (engine, setup) = wasmkube_shim::engine::EngineSetup::detect();
+    let info = serde_json::json!({
+        "allocator": setup.allocator,
+        "reason": setup.reason,
+        "fingerprint": wasmkube_shim::engine::fingerprint(&engine),
+    });
+    println!("{info}");
 }
 
 /// `-info`: the RuntimeInfo protobuf containerd 2.x asks shims for.

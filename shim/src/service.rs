@@ -79,14 +79,15 @@ impl Shim for Service {
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         // The engine and the exit router are needed for every container: set up once here.
-        let engine = engine::new_engine().expect("the built-in engine configuration is valid");
+        let (engine, setup) = engine::EngineSetup::detect();
+        info!(allocator = ?setup.allocator, reason = %setup.reason, "engine ready");
         let exits = Exits::start()
             .await
             .expect("the shim's reaper monitor accepts subscribers");
         let exe = std::env::current_exe().expect("the shim binary knows its own path");
         info!(namespace = %self.namespace, "serving");
         TaskService::new(
-            engine,
+            (engine, setup),
             exe,
             exits,
             Events::new(publisher, self.namespace.clone()),

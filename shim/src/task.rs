@@ -21,6 +21,7 @@ use crate::config::ShimConfig;
 use crate::engine::cache::ModuleCache;
 use crate::engine::limits::EngineLimits;
 use crate::engine::run::WasiSetup;
+use crate::engine::EngineSetup;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::exits::{Exit, ExitWatch, Exits};
@@ -118,6 +119,7 @@ impl Container {
 pub struct TaskService {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     engine: wasmtime::Engine,
+    setup: EngineSetup,
     exe: PathBuf,
     exits: Exits,
     events: Events,
@@ -125,10 +127,11 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    /// A service publishing through `events`, reaping through `exits`, and spawning instance
+    /// A service compiling with `engine` (built from `setup`, which instance processes
+    /// rebuild), publishing through `events`, reaping through `exits`, and spawning instance
     /// processes from the shim binary `exe`.
     pub fn new(
-        engine: wasmtime::Engine,
+        (engine, setup): (wasmtime::Engine, EngineSetup),
         exe: PathBuf,
         exits: Exits,
         events: Events,
@@ -137,6 +140,7 @@ impl TaskService {
         TaskService {
             containers: Mutex::new(HashMap::new()),
             engine,
+            setup,
             exe,
             exits,
             events,
@@ -293,6 +297,7 @@ impl TaskService {
                 limits: EngineLimits::for_memory_limit(limits.memory_bytes(), code_size),
             },
             sandbox: spec::sandbox(&spec),
+            engine: self.setup.clone(),
         };
         let (child_stdio, pump) = stdio::open(&req.stdio[0], &req.stdio[1], &req.stdio[2])?;
         let exe = self.exe.clone();

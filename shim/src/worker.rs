@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::limits::{EngineLimits, Limiter};
 use crate::engine::run::{self, WasiSetup};
-use crate::engine::{new_engine, ModuleKind};
+use crate::engine::{EngineSetup, ModuleKind};
 use crate::isolation::{self, Sandbox};
 
 /// The argv flag that selects worker mode.
@@ -57,6 +57,8 @@ pub struct Plan {
     pub wasi: WasiSetup,
     /// The process sandbox.
     pub sandbox: Sandbox,
+    /// The engine the shim compiled the module for.
+    pub engine: EngineSetup,
 }
 
 /// Worker entry point; never returns.
@@ -102,7 +104,7 @@ fn serve(control: File, mut report: File) -> i32 {
             ref artifact,
             ref what,
         } => {
-            let engine = match new_engine() {
+            let engine = match plan.engine.build() {
                 Ok(engine) => engine,
                 Err(e) => return fail(&mut report, &e.to_string()),
             };

@@ -98,11 +98,11 @@ impl ModuleCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::new_engine;
+    use crate::engine::EngineSetup;
 
     #[test]
     fn second_prepare_of_the_same_module_is_a_cache_hit() {
-        let engine = new_engine().unwrap();
+        let engine = EngineSetup::default().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let module = dir.path().join("m.wasm");
         std::fs::write(
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn invalid_module_is_reported_and_not_cached() {
-        let engine = new_engine().unwrap();
+        let engine = EngineSetup::default().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let module = dir.path().join("bad.wasm");
         // Valid header, garbage body.
