@@ -4,7 +4,7 @@
 //! (as root; `WASMKUBE_BENCH_RUNS` sets the number of pairs, default 20).
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use wasmkube_e2e::containerd::Containerd;
 use wasmkube_e2e::image::Image;
@@ -15,10 +15,7 @@ const IMAGE: &str = "docker.io/wasmkube/hello:bench";
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let runs: usize = std::env::var("WASMKUBE_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let runs = wasmkube_e2e::bench::runs(20);
     let ctrd = Containerd::start()?;
     let module = std::fs::read(rust_module("hello", Target::P1)?)?;
     let archive = ctrd.dir().join("hello.tar");
@@ -92,11 +89,7 @@ fn run(ctrd: &Containerd, config: &std::path::Path, id: &str) -> anyhow::Result<
         "run {id} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(ms(elapsed))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    Ok(wasmkube_e2e::bench::ms(elapsed))
 }
 
 /// [p50, min, max].

@@ -15,10 +15,10 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     AuthConfig, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
-    LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest, PodSandboxStatusRequest,
-    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest,
+    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
     UpdateContainerResourcesRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -232,6 +232,22 @@ impl CriNode {
         handler: &str,
         annotations: &[(&str, &str)],
     ) -> Result<Pod> {
+        self.sandbox(name, handler, annotations, NamespaceMode::Pod)
+    }
+
+    /// RunPodSandbox with `hostNetwork: true`: no CNI, no IP (the density benchmark starts more
+    /// pods than the bridge's /24 has addresses).
+    pub fn run_pod_on_host_network(&mut self, name: &str, handler: &str) -> Result<Pod> {
+        self.sandbox(name, handler, &[], NamespaceMode::Node)
+    }
+
+    fn sandbox(
+        &mut self,
+        name: &str,
+        handler: &str,
+        annotations: &[(&str, &str)],
+        network: NamespaceMode,
+    ) -> Result<Pod> {
         let log_dir = self.ctrd.dir().join("pods").join(name);
         std::fs::create_dir_all(&log_dir)?;
         let config = PodSandboxConfig {
@@ -250,7 +266,10 @@ impl CriNode {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("/{}/pod-{name}", self.cgroup_parent),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption::default()),
+                    namespace_options: Some(NamespaceOption {
+                        network: network as i32,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -457,3 +457,88 @@ fn manifest_pins_the_digest_and_passes_the_crd_rules() {
     app.validate_cel().unwrap();
     assert!(yaml.contains("kind: WasmApp"), "{yaml}");
 }
+
+#[test]
+fn inspect_lists_an_index_platforms_and_finds_its_wasm_entry() {
+    let registry = Registry::start(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // An OCI layout directory whose index holds a Wasm artifact and a Linux image, copied
+    // with all its platforms by skopeo.
+    let layout = dir.path().join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let wasm = hello_artifact("docker.io/mixed/app:1").build().unwrap();
+    let linux =
+        wasmkube_oci::layout::Image::native("docker.io/mixed/app:1", "app", b"ELF".to_vec())
+            .build()
+            .unwrap();
+    let mut manifests = Vec::new();
+    for built in [&wasm, &linux] {
+        let blobs = built.layers.iter().chain([&built.config, &built.manifest]);
+        for blob in blobs {
+            let hex = digest(blob).trim_start_matches("sha256:").to_string();
+            std::fs::write(layout.join("blobs/sha256").join(hex), blob).unwrap();
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": built.digest(),
+            "size": built.manifest.len(),
+            "platform": built.platform,
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+        "annotations": {"org.opencontainers.image.ref.name": "1"},
+    });
+    let index = serde_json::to_vec(&index).unwrap();
+    let index_digest = digest(&index);
+    std::fs::write(
+        layout
+            .join("blobs/sha256")
+            .join(index_digest.trim_start_matches("sha256:")),
+        &index,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": index_digest,
+                "size": index.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "1"},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let reference = format!("{}/mixed/app:1", registry.host);
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:1", layout.display()),
+        &format!("docker://{reference}"),
+    ]);
+    let got: Value =
+        serde_json::from_str(&ok(&["inspect", &reference, "--insecure", "-o", "json"])).unwrap();
+    assert_eq!(got["digest"], index_digest, "{got}");
+    let host_arch = linux.platform["architecture"].as_str().unwrap();
+    assert_eq!(
+        got["platforms"],
+        serde_json::json!(["wasip1/wasm", format!("linux/{host_arch}")])
+    );
+    assert_eq!(got["module"]["format"], "artifact");
+    assert_eq!(got["module"]["digest"], wasm.digest());
+    let text = ok(&["inspect", &reference, "--insecure"]);
+    assert!(text.contains("platforms:  wasip1/wasm, linux/"), "{text}");
+}

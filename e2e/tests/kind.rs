@@ -84,6 +84,7 @@ fn scripts_parse_and_pass_shellcheck() {
         "scripts/tools.sh",
         "scripts/arm64.sh",
         "scripts/dist.sh",
+        "scripts/bench.sh",
     ];
     for s in scripts {
         let path = repo_root().join(s);

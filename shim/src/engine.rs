@@ -57,6 +57,8 @@ pub const POOL_SPAN: u64 = POOL_MEMORIES as u64 * FULL_MEMORY_SPAN
 pub const COMPACT_RESERVATION: u64 = 0;
 /// Room reserved past a compact memory's end so it can grow a little without moving.
 pub const COMPACT_GROWTH: u64 = 16 << 20;
+/// The environment variable that forces an allocator (see [`EngineSetup::detect`]).
+pub const ALLOCATOR_ENV: &str = "WASMKUBE_ALLOCATOR";
 /// Async fiber stacks in the pool (one per concurrently running store).
 pub const POOL_STACKS: u32 = 64;
 
@@ -99,7 +101,27 @@ impl EngineSetup {
     /// reserved, else per-instance memories with the full reservation, else compact ones. The
     /// probe reserves (never commits) address space, so it sees `ulimit -v`, the kernel's
     /// address-space size and strict overcommit alike.
+    ///
+    /// `WASMKUBE_ALLOCATOR=pooling|on-demand|compact` in the shim's environment forces a choice
+    /// (benchmarks compare them; a pool that cannot start still falls back).
     pub fn detect() -> (wasmtime::Engine, EngineSetup) {
+        let forced = std::env::var(ALLOCATOR_ENV)
+            .ok()
+            .and_then(|v| match v.as_str() {
+                "pooling" => Some(Allocator::Pooling),
+                "on-demand" => Some(Allocator::OnDemand),
+                "compact" => Some(Allocator::Compact),
+                _ => None,
+            });
+        if let Some(allocator) = forced {
+            let setup = EngineSetup {
+                allocator,
+                reason: format!("{ALLOCATOR_ENV} chose it"),
+            };
+            if let Ok(engine) = setup.try_build() {
+                return (engine, setup);
+            }
+        }
         Self::detect_with(can_reserve)
     }
 
@@ -217,6 +239,43 @@ pub fn can_reserve(bytes: u64) -> bool {
     true
 }
 
+/// WebAssembly proposals the engine leaves off, with the validator's wording for each.
+const DISABLED_PROPOSALS: &[(&str, &[&str])] = &[
+    (
+        "GC (struct and array types)",
+        &["gc feature", "gc types are disabled", "gc proposal"],
+    ),
+    (
+        "exception handling",
+        &["exceptions proposal", "exceptions support"],
+    ),
+    (
+        "threads (shared memory, atomics)",
+        &["threads must be enabled", "threads support"],
+    ),
+    ("stack switching", &["stack switching"]),
+    ("wide arithmetic", &["wide arithmetic"]),
+    ("custom page sizes", &["custom page sizes"]),
+];
+
+/// The message for a module that does not compile: when the validator refused a proposal the
+/// engine does not enable, it names the proposal and what to do; otherwise it passes the
+/// validator's message on.
+pub fn explain_invalid(what: &str, error: &str) -> String {
+    let lower = error.to_lowercase();
+    match DISABLED_PROPOSALS
+        .iter()
+        .find(|(_, needles)| needles.iter().any(|n| lower.contains(n)))
+    {
+        Some((proposal, _)) => format!(
+            "{what} uses the WebAssembly {proposal} proposal, which the wasmkube engine does not \
+             enable; build the module without it (the enabled proposals are listed in the \
+             README) [{error}]"
+        ),
+        None => format!("{what}: invalid WebAssembly: {error}"),
+    }
+}
+
 /// A short, stable name for everything that makes compiled code compatible (Wasmtime version,
 /// target, settings): artifacts are cached under it.
 pub fn fingerprint(engine: &wasmtime::Engine) -> String {
@@ -310,6 +369,21 @@ mod tests {
         }
         // SAFETY: as above; the compact engine must refuse it rather than run it.
         assert!(unsafe { wasmtime::Module::deserialize(&compact, &artifact) }.is_err());
+    }
+
+    #[test]
+    fn invalid_modules_name_a_disabled_proposal_or_pass_the_reason_on() {
+        let gc = explain_invalid(
+            "/app.wasm",
+            "failed to parse WebAssembly module: struct indexed types not supported without the gc feature",
+        );
+        assert!(
+            gc.starts_with("/app.wasm uses the WebAssembly GC (struct and array types) proposal"),
+            "{gc}"
+        );
+        assert!(gc.contains("without the gc feature"), "{gc}");
+        let other = explain_invalid("/app.wasm", "type mismatch");
+        assert_eq!(other, "/app.wasm: invalid WebAssembly: type mismatch");
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl ModuleCache {
             ModuleKind::Core => engine.precompile_module(&bytes),
             ModuleKind::Component => engine.precompile_component(&bytes),
         }
-        .map_err(|e| Error::Module(format!("{what}: invalid WebAssembly: {e:#}")))?;
+        .map_err(|e| Error::Module(super::explain_invalid(what, &format!("{e:#}"))))?;
         self.store(&artifact, &compiled)?;
         Ok(Compiled {
             kind,

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the benchmarks against a release build of the shim, each printing tables (with the
+# targets beside the figures) and writing target/bench/<name>.json:
+#
+#   bash scripts/bench.sh [start|density|compute|module_cache]...   (default: all four)
+#
+# start: cold start through ctr and CRI, Wasm (cached, uncached, a 2 MiB module) vs runc, and
+# the engine-allocator lever; density: idle pods at WASMKUBE_DENSITY levels (default
+# 50,200,500) vs runc, shim overhead; compute: n-body Wasm vs native under runc;
+# module_cache: the compiled-module cache lever. WASMKUBE_BENCH_RUNS overrides the runs.
+# Needs root (private containerd); set-up is scripts/setup.sh. Not part of the test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+benches=("$@")
+((${#benches[@]})) || benches=(start density compute module_cache)
+echo "==> release shim"
+cargo build --release --locked -p containerd-shim-wasmkube --bin containerd-shim-wasmkube-v1
+WASMKUBE_SHIM=$PWD/target/release/containerd-shim-wasmkube-v1
+export WASMKUBE_SHIM
+for bench in "${benches[@]}"; do
+  echo "==> cargo bench --bench $bench"
+  cargo bench --locked -p wasmkube-e2e --bench "$bench"
+done
