@@ -34,7 +34,11 @@ fail() { echo "arm64: FAILED: $*" >&2; exit 1; }
 work=$(mktemp -d)
 registry_pid=
 cleanup() {
-  [[ -n $registry_pid ]] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  if [[ -n $registry_pid ]]; then
+    kill "$registry_pid" 2>/dev/null || true
+    # Its status is 143 (SIGTERM); the script's own status must stand.
+    wait "$registry_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

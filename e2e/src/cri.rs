@@ -257,7 +257,13 @@ impl CriNode {
                 namespace: "default".into(),
                 attempt: 0,
             }),
-            hostname: name.into(),
+            // A host-network pod keeps the node's UTS namespace, so no hostname of its own
+            // (runc refuses one without a private UTS namespace).
+            hostname: if network == NamespaceMode::Node {
+                String::new()
+            } else {
+                name.into()
+            },
             annotations: annotations
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
