@@ -17,16 +17,9 @@ PROFILE=${PROFILE:-dist}
 OUT=$ROOT/target/multiarch
 TAG=ci
 
-PACKAGES=(qemu-user-static docker-registry skopeo file)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "==> apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib.sh disable=SC1091
+source "$ROOT/scripts/lib.sh"
+need_apt qemu-user-static docker-registry skopeo file
 
 fail() { echo "arm64: FAILED: $*" >&2; exit 1; }
 

@@ -38,17 +38,8 @@ triple() {
   esac
 }
 
-need_apt() {
-  local missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if ((${#missing[@]})); then
-    echo "==> apt-get install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-}
+# shellcheck source=scripts/lib.sh disable=SC1091
+source "$ROOT/scripts/lib.sh"
 
 IFS=, read -r -a arches <<<"$ARCHES"
 need_apt buildah musl-tools

@@ -85,6 +85,7 @@ fn scripts_parse_and_pass_shellcheck() {
         "scripts/arm64.sh",
         "scripts/dist.sh",
         "scripts/bench.sh",
+        "scripts/lib.sh",
     ];
     for s in scripts {
         let path = repo_root().join(s);
