@@ -2,12 +2,15 @@
 # Runs the benchmarks against a release build of the shim, each printing tables (with the
 # targets beside the figures) and writing target/bench/<name>.json:
 #
-#   bash scripts/bench.sh [start|density|compute|module_cache]...   (default: all four)
+#   bash scripts/bench.sh [start|density|compute|module_cache|churn]...   (default: the
+#   first four)
 #
 # start: cold start through ctr and CRI, Wasm (cached, uncached, a 2 MiB module) vs runc, and
 # the engine-allocator lever; density: idle pods at WASMKUBE_DENSITY levels (default
 # 50,200,500) vs runc, shim overhead; compute: n-body Wasm vs native under runc;
-# module_cache: the compiled-module cache lever. WASMKUBE_BENCH_RUNS overrides the runs.
+# module_cache: the compiled-module cache lever; churn: the leak test (e2e/tests/churn.rs) at
+# full size, 1,000 pod cycles one at a time and 200 ten at a time (the test command runs
+# 100 and 50). WASMKUBE_BENCH_RUNS overrides the runs.
 # Needs root (private containerd); set-up is scripts/setup.sh. Not part of the test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,13 @@ cargo build --release --locked -p containerd-shim-wasmkube --bin containerd-shim
 WASMKUBE_SHIM=$PWD/target/release/containerd-shim-wasmkube-v1
 export WASMKUBE_SHIM
 for bench in "${benches[@]}"; do
+  if [[ $bench == churn ]]; then
+    echo "==> churn, full size (cargo test --test churn, release shim)"
+    WASMKUBE_CHURN_SEQUENTIAL=${WASMKUBE_CHURN_SEQUENTIAL:-1000} \
+      WASMKUBE_CHURN_PARALLEL=${WASMKUBE_CHURN_PARALLEL:-200} \
+      cargo test --locked -p wasmkube-e2e --test churn
+    continue
+  fi
   echo "==> cargo bench --bench $bench"
   cargo bench --locked -p wasmkube-e2e --bench "$bench"
 done

@@ -40,7 +40,7 @@ pub struct Containerd {
     /// The namespace tests use.
     pub namespace: String,
     /// Extra clean-up run at teardown, after containerd and its shims are stopped.
-    pub cleanup: Vec<Box<dyn FnOnce() + Send>>,
+    pub cleanup: Vec<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Containerd {

@@ -40,7 +40,7 @@ pub struct CriNode {
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
     /// The cgroup parent of every pod, removed at teardown.
-    cgroup_parent: String,
+    pub cgroup_parent: String,
     /// The CNI bridge's subnet, `10.77.N.0/24`.
     pub subnet: String,
     /// Network namespaces of the pods, removed at teardown if a test did not get that far.
@@ -196,7 +196,9 @@ impl CriNode {
         let archive = ctrd.dir().join("pause.tar");
         Image::native(PAUSE_IMAGE, "pause", pause).write_archive(&archive)?;
         ctrd.import(&archive)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // Two workers: tests may drive CRI from several threads at once (the churn test).
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()?;
         let channel = connect(&rt, &ctrd.address)?;
@@ -221,13 +223,13 @@ impl CriNode {
     }
 
     /// RunPodSandbox with `handler` (`wasmkube`, or `runc`).
-    pub fn run_pod(&mut self, name: &str, handler: &str) -> Result<Pod> {
+    pub fn run_pod(&self, name: &str, handler: &str) -> Result<Pod> {
         self.run_pod_annotated(name, handler, &[])
     }
 
     /// RunPodSandbox with pod annotations (what the kubelet passes from `metadata.annotations`).
     pub fn run_pod_annotated(
-        &mut self,
+        &self,
         name: &str,
         handler: &str,
         annotations: &[(&str, &str)],
@@ -237,12 +239,12 @@ impl CriNode {
 
     /// RunPodSandbox with `hostNetwork: true`: no CNI, no IP (the density benchmark starts more
     /// pods than the bridge's /24 has addresses).
-    pub fn run_pod_on_host_network(&mut self, name: &str, handler: &str) -> Result<Pod> {
+    pub fn run_pod_on_host_network(&self, name: &str, handler: &str) -> Result<Pod> {
         self.sandbox(name, handler, &[], NamespaceMode::Node)
     }
 
     fn sandbox(
-        &mut self,
+        &self,
         name: &str,
         handler: &str,
         annotations: &[(&str, &str)],
@@ -352,7 +354,7 @@ impl CriNode {
     }
 
     /// PullImage, as the kubelet does (with the pod's pull-secret credentials, if any).
-    pub fn pull(&mut self, image: &str, credentials: Option<(&str, &str)>) -> Result<String> {
+    pub fn pull(&self, image: &str, credentials: Option<(&str, &str)>) -> Result<String> {
         let req = PullImageRequest {
             image: Some(ImageSpec {
                 image: image.into(),
@@ -386,7 +388,7 @@ impl CriNode {
     }
 
     /// CreateContainer; returns the container id.
-    pub fn create_container(&mut self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
+    pub fn create_container(&self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: spec.name.clone(),
@@ -433,7 +435,7 @@ impl CriNode {
     }
 
     /// StartContainer.
-    pub fn start_container(&mut self, id: &str) -> Result<()> {
+    pub fn start_container(&self, id: &str) -> Result<()> {
         let mut client = self.runtime.clone();
         self.rt
             .block_on(client.start_container(StartContainerRequest {
@@ -444,14 +446,14 @@ impl CriNode {
     }
 
     /// CreateContainer + StartContainer; returns the container id.
-    pub fn launch(&mut self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
+    pub fn launch(&self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
         let id = self.create_container(pod, spec)?;
         self.start_container(&id)?;
         Ok(id)
     }
 
     /// Starts a container and waits (up to 20 s) for it to exit; returns its id and exit code.
-    pub fn run_to_exit(&mut self, pod: &Pod, spec: &ContainerSpec) -> Result<(String, i32)> {
+    pub fn run_to_exit(&self, pod: &Pod, spec: &ContainerSpec) -> Result<(String, i32)> {
         let id = self.launch(pod, spec)?;
         let code = self.wait_state(
             &id,
@@ -462,7 +464,7 @@ impl CriNode {
     }
 
     /// ContainerStatus: (state, exit code, reason).
-    pub fn container_status(&mut self, id: &str) -> Result<(ContainerState, i32, String)> {
+    pub fn container_status(&self, id: &str) -> Result<(ContainerState, i32, String)> {
         let mut client = self.runtime.clone();
         let status = self
             .rt
@@ -477,12 +479,7 @@ impl CriNode {
     }
 
     /// Polls until the container is in `state`.
-    pub fn wait_state(
-        &mut self,
-        id: &str,
-        state: ContainerState,
-        timeout: Duration,
-    ) -> Result<i32> {
+    pub fn wait_state(&self, id: &str, state: ContainerState, timeout: Duration) -> Result<i32> {
         let deadline = Instant::now() + timeout;
         loop {
             let (now, code, _) = self.container_status(id)?;
@@ -497,7 +494,7 @@ impl CriNode {
     }
 
     /// ContainerStats: (CPU ns used, working-set bytes).
-    pub fn container_stats(&mut self, id: &str) -> Result<(u64, u64)> {
+    pub fn container_stats(&self, id: &str) -> Result<(u64, u64)> {
         let mut client = self.runtime.clone();
         let stats = self
             .rt
@@ -521,7 +518,7 @@ impl CriNode {
     }
 
     /// PodSandboxStats.
-    pub fn pod_stats(&mut self, pod: &Pod) -> Result<PodStats> {
+    pub fn pod_stats(&self, pod: &Pod) -> Result<PodStats> {
         let mut client = self.runtime.clone();
         let linux = self
             .rt
@@ -558,7 +555,7 @@ impl CriNode {
     }
 
     /// UpdateContainerResources with a new memory limit.
-    pub fn update_memory(&mut self, id: &str, bytes: i64) -> Result<()> {
+    pub fn update_memory(&self, id: &str, bytes: i64) -> Result<()> {
         let mut client = self.runtime.clone();
         self.rt
             .block_on(
@@ -576,7 +573,7 @@ impl CriNode {
     }
 
     /// StopContainer with a grace period in seconds.
-    pub fn stop_container(&mut self, id: &str, grace: i64) -> Result<()> {
+    pub fn stop_container(&self, id: &str, grace: i64) -> Result<()> {
         let mut client = self.runtime.clone();
         self.rt
             .block_on(client.stop_container(StopContainerRequest {
@@ -588,7 +585,7 @@ impl CriNode {
     }
 
     /// RemoveContainer.
-    pub fn remove_container(&mut self, id: &str) -> Result<()> {
+    pub fn remove_container(&self, id: &str) -> Result<()> {
         let mut client = self.runtime.clone();
         self.rt
             .block_on(client.remove_container(RemoveContainerRequest {
@@ -599,7 +596,7 @@ impl CriNode {
     }
 
     /// The pod's IP.
-    pub fn pod_ip(&mut self, pod: &Pod) -> Result<String> {
+    pub fn pod_ip(&self, pod: &Pod) -> Result<String> {
         let mut client = self.runtime.clone();
         let status = self
             .rt
@@ -614,7 +611,7 @@ impl CriNode {
     }
 
     /// StopPodSandbox then RemovePodSandbox.
-    pub fn remove_pod(&mut self, pod: &Pod) -> Result<()> {
+    pub fn remove_pod(&self, pod: &Pod) -> Result<()> {
         let mut client = self.runtime.clone();
         self.rt
             .block_on(client.stop_pod_sandbox(StopPodSandboxRequest {

@@ -2,6 +2,7 @@
 //! archives built from modules compiled from source, and clean-up of everything a test starts.
 
 pub mod bench;
+pub mod churn;
 pub mod containerd;
 pub mod cri;
 pub mod fixtures;

@@ -40,7 +40,7 @@ fn spec(name: &str, image: &str, args: &[&str]) -> ContainerSpec {
 
 #[test]
 fn wasm_pod_runs_hello_and_its_logs_are_in_cri_format() {
-    let (mut n, _guard) = node(&[HELLO_P1]);
+    let (n, _guard) = node(&[HELLO_P1]);
     let pod = n.run_pod("hello", HANDLER).unwrap();
     let mut hello = spec("hello", HELLO_P1, &["through", "cri", "--exit", "3"]);
     hello.env.push(("POD".into(), "hello".into()));
@@ -70,7 +70,7 @@ fn wasm_pod_runs_hello_and_its_logs_are_in_cri_format() {
 
 #[test]
 fn two_wasm_containers_share_the_pod_shim_and_removal_leaves_nothing() {
-    let (mut n, _guard) = node(&[PROBE]);
+    let (n, _guard) = node(&[PROBE]);
     let pod = n.run_pod("pair", HANDLER).unwrap();
     let ip = n.pod_ip(&pod).unwrap();
     assert!(
@@ -168,7 +168,7 @@ fn two_wasm_containers_share_the_pod_shim_and_removal_leaves_nothing() {
 
 #[test]
 fn pod_limits_reach_the_cgroup_and_the_engine_and_update_resizes() {
-    let (mut n, _guard) = node(&[PROBE]);
+    let (n, _guard) = node(&[PROBE]);
     let pod = n.run_pod("limited", HANDLER).unwrap();
     let mut greedy = spec("greedy", PROBE, &["grow"]);
     greedy.memory_limit = 64 << 20;
@@ -235,7 +235,7 @@ fn pod_limits_reach_the_cgroup_and_the_engine_and_update_resizes() {
 
 #[test]
 fn a_runc_pod_runs_beside_a_wasm_pod() {
-    let (mut n, _guard) = node(&[PROBE]);
+    let (n, _guard) = node(&[PROBE]);
     let native = native_binary("hello-native", n.ctrd.dir()).unwrap();
     n.import(&Image::native(
         "docker.io/wasmkube/hello-native:test",
@@ -284,7 +284,7 @@ fn a_runc_pod_runs_beside_a_wasm_pod() {
 
 #[test]
 fn a_tcp_server_module_answers_on_the_pod_ip() {
-    let (mut n, _guard) = node(&[PROBE_P2]);
+    let (n, _guard) = node(&[PROBE_P2]);
     let pod = n.run_pod("server", HANDLER).unwrap();
     let ip = n.pod_ip(&pod).unwrap();
     let mut server = spec("server", PROBE_P2, &["serve", "8080"]);
@@ -329,7 +329,7 @@ fn a_tcp_server_module_answers_on_the_pod_ip() {
 
 #[test]
 fn without_the_network_annotation_a_module_cannot_listen() {
-    let (mut n, _guard) = node(&[PROBE_P2]);
+    let (n, _guard) = node(&[PROBE_P2]);
     let pod = n.run_pod("closed", HANDLER).unwrap();
     let (_, code) = n
         .run_to_exit(&pod, &spec("closed", PROBE_P2, &["serve", "8080"]))
@@ -343,7 +343,7 @@ fn without_the_network_annotation_a_module_cannot_listen() {
 #[test]
 fn images_pulled_from_a_registry_run_as_pods() {
     let registry = Registry::start(None).unwrap();
-    let (mut n, _guard) = node(&[]);
+    let (n, _guard) = node(&[]);
     n.trust_registry(&registry.host).unwrap();
     let archive = n.ctrd.dir().join("hello.tar");
     image(HELLO_P1).write_archive(&archive).unwrap();
@@ -371,7 +371,7 @@ fn images_pulled_from_a_registry_run_as_pods() {
 #[test]
 fn a_registry_with_basic_auth_needs_the_pull_secret() {
     let registry = Registry::start(Some(("puller", "s3cret"))).unwrap();
-    let (mut n, _guard) = node(&[]);
+    let (n, _guard) = node(&[]);
     n.trust_registry(&registry.host).unwrap();
     let archive = n.ctrd.dir().join("hello.tar");
     image(HELLO_P1).write_archive(&archive).unwrap();
@@ -405,7 +405,7 @@ fn a_registry_with_basic_auth_needs_the_pull_secret() {
 fn pull_and_start_failures_carry_a_clear_reason() {
     let registry = Registry::start(None).unwrap();
     let host = registry.host.clone();
-    let (mut n, _guard) = node(&[NOT_WASM]);
+    let (n, _guard) = node(&[NOT_WASM]);
     n.trust_registry(&host).unwrap();
     // A registry that is down.
     drop(registry);
@@ -464,7 +464,7 @@ fn insecure(registry: &Registry) -> String {
 #[test]
 fn a_wasm_artifact_runs_as_a_pod_and_logs_like_the_same_module_as_an_image() {
     let registry = Registry::start(None).unwrap();
-    let (mut n, _guard) = node(&[]);
+    let (n, _guard) = node(&[]);
     n.import_stub_image().unwrap();
     n.trust_registry(&registry.host).unwrap();
     n.configure_shim(&insecure(&registry)).unwrap();
@@ -538,7 +538,7 @@ fn a_wasm_artifact_runs_as_a_pod_and_logs_like_the_same_module_as_an_image() {
 #[test]
 fn artifacts_already_in_containerds_content_store_need_no_registry() {
     let registry = Registry::start(None).unwrap();
-    let (mut n, _guard) = node(&[]);
+    let (n, _guard) = node(&[]);
     n.import_stub_image().unwrap();
     n.configure_shim(&insecure(&registry)).unwrap();
     let artifact = hello_artifact("docker.io/wasmkube/hello-artifact:p1");
@@ -661,7 +661,7 @@ fn artifact_failures_give_the_container_a_clear_reason_and_store_nothing_partial
 #[test]
 fn artifacts_from_a_registry_with_basic_auth_use_the_node_credentials() {
     let registry = Registry::start(Some(("puller", "s3cret"))).unwrap();
-    let (mut n, _guard) = node(&[]);
+    let (n, _guard) = node(&[]);
     n.import_stub_image().unwrap();
     n.configure_shim(&insecure(&registry)).unwrap();
     let pinned = push_artifact(
@@ -694,7 +694,7 @@ fn artifacts_from_a_registry_with_basic_auth_use_the_node_credentials() {
 #[test]
 fn a_module_pushed_by_the_cli_runs_as_a_pod_and_wasmkube_run_prints_the_same() {
     let registry = Registry::start(None).unwrap();
-    let (mut n, _guard) = node(&[]);
+    let (n, _guard) = node(&[]);
     n.import_stub_image().unwrap();
     n.trust_registry(&registry.host).unwrap();
     n.configure_shim(&insecure(&registry)).unwrap();

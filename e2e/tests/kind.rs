@@ -86,6 +86,8 @@ fn scripts_parse_and_pass_shellcheck() {
         "scripts/dist.sh",
         "scripts/bench.sh",
         "scripts/lib.sh",
+        "scripts/fuzz.sh",
+        "scripts/examples.sh",
     ];
     for s in scripts {
         let path = repo_root().join(s);

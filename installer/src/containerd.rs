@@ -181,6 +181,11 @@ pub fn without_block(text: &str) -> String {
     format!("{}{}", &text[..from], &text[end..])
 }
 
+/// Whether `text` is TOML that sets no key at all (blank, or only comments).
+fn sets_nothing(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).is_ok_and(|t| t.is_empty())
+}
+
 /// Where and what to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -216,6 +221,16 @@ pub fn plan_install(
             // A missing or empty file: containerd needs the version key to read our table.
             let contents = if text.trim().is_empty() {
                 drop_in(seen.layout, &ours)
+            } else if sets_nothing(&without_block(text)) {
+                // Only comments (a commented-out default config): without a version key
+                // containerd would read our table in the version 1 layout and ignore it, so
+                // the block carries the key, and uninstall takes it away with the block.
+                let versioned = ours.replacen(
+                    &format!("{BEGIN}\n"),
+                    &format!("{BEGIN}\nversion = {}\n", seen.layout.version()),
+                    1,
+                );
+                with_block(text, &versioned)
             } else {
                 with_block(text, &ours)
             };

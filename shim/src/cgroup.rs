@@ -38,6 +38,20 @@ pub fn detect(root: &Path) -> Version {
     }
 }
 
+/// The cgroup of container `id` where its spec places it (`linux.cgroupsPath`).
+pub fn of_spec(spec: &oci_spec::runtime::Spec, id: &str) -> Result<Cgroup> {
+    let cgroups_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Cgroup::new(
+        Path::new(ROOT),
+        relative_path(&cgroups_path, id)?,
+    ))
+}
+
 /// Turns `linux.cgroupsPath` into a path relative to the hierarchy root.
 ///
 /// - cgroupfs form: `/kubepods/burstable/pod1/abc` (a leading `/` is optional);

@@ -29,6 +29,7 @@ pub const PID_FILE: &str = "init.pid";
 /// The shim process.
 pub struct Service {
     namespace: String,
+    id: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -39,6 +40,7 @@ impl Shim for Service {
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         Service {
             namespace: args.namespace.clone(),
+            id: args.id.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -64,6 +66,7 @@ impl Shim for Service {
             .map_err(|e| containerd_shim::Error::Other(format!("no bundle directory: {e}")))?;
         let pid = kill_orphan(&bundle);
         crate::rootfs::unmount(&bundle.join("rootfs"));
+        remove_cgroup(&bundle, &self.id, pid);
         remove_dead_socket(&bundle).await;
         Ok(DeleteResponse {
             pid,
@@ -152,6 +155,34 @@ async fn remove_dead_socket(bundle: &Path) {
 }
 
 /// Kills the instance process recorded in the bundle, if it is still ours; returns its pid.
+/// Removes the cgroup the lost shim made for container `id` (its spec says where), once the
+/// killed instance process `pid` has left it.
+fn remove_cgroup(bundle: &Path, id: &str, pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while pid != 0 && worker_alive(pid as i32) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let cgroup = spec::load(bundle).and_then(|s| crate::cgroup::of_spec(&s, id));
+    match cgroup.map(|c| c.delete()) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) | Err(e) => warn!(id, error = %e, "cgroup of a lost shim's container left"),
+    }
+}
+
+/// Whether `pid` is a live (not zombie) instance process of ours: pids are recycled.
+fn worker_alive(pid: i32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .is_some_and(|r| r.starts_with('Z'));
+    !zombie
+        && cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == worker::WORKER_FLAG.as_bytes())
+}
+
 fn kill_orphan(bundle: &Path) -> u32 {
     let Ok(text) = std::fs::read_to_string(bundle.join(PID_FILE)) else {
         return 0;
@@ -159,12 +190,7 @@ fn kill_orphan(bundle: &Path) -> u32 {
     let Ok(pid) = text.trim().parse::<i32>() else {
         return 0;
     };
-    // Only a process that is our worker: pids are recycled.
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let is_worker = cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg == worker::WORKER_FLAG.as_bytes());
-    if is_worker {
+    if worker_alive(pid) {
         warn!(pid, "killing instance process left by a lost shim");
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),

@@ -266,14 +266,7 @@ impl TaskService {
             .and_then(|l| l.resources().as_ref())
             .map(Limits::from_resources)
             .unwrap_or_default();
-        let cgroup_path = linux
-            .and_then(|l| l.cgroups_path().as_ref())
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let cgroup = Cgroup::new(
-            Path::new(cgroup::ROOT),
-            cgroup::relative_path(&cgroup_path, &req.id)?,
-        );
+        let cgroup = cgroup::of_spec(&spec, &req.id)?;
         cgroup.create()?;
         cgroup.apply(&limits)?;
         let mut env = run.env.clone();

@@ -172,3 +172,27 @@ fn an_empty_or_missing_config_gets_the_layout_of_the_running_containerd() {
         );
     }
 }
+
+/// Found by the `containerd_config` fuzz target: a file of comments only (a commented-out
+/// default config) got our table without a version key, which containerd reads in the
+/// version 1 layout, ignoring the runtime; a second install then refused the file.
+#[test]
+fn a_config_of_only_comments_gets_the_version_key_inside_the_block() {
+    let file = Path::new("/etc/containerd/config.toml");
+    for (major, layout) in [(1, Layout::V2), (2, Layout::V3)] {
+        for text in ["#", "# version = 2\n# [plugins]\n", "\n# only comments"] {
+            let plan = plan_install(file, text, None, major, Path::new(SHIM_TOML)).unwrap();
+            let parsed: toml::Table = toml::from_str(&plan.contents).unwrap();
+            assert_eq!(
+                parsed.get("version").and_then(|v| v.as_integer()),
+                Some(layout.version()),
+                "{:?}",
+                plan.contents
+            );
+            let again =
+                plan_install(file, &plan.contents, None, major, Path::new(SHIM_TOML)).unwrap();
+            assert!(!again.changed, "{:?}", again.contents);
+            assert_eq!(without_block(&plan.contents), text, "uninstall restores it");
+        }
+    }
+}

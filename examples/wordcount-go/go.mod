@@ -1,0 +1,3 @@
+module wasmkube.dev/examples/wordcount-go
+
+go 1.24
