@@ -13,12 +13,13 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    AuthConfig, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
-    ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
-    LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest,
-    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    AttachRequest, AuthConfig, ContainerConfig, ContainerMetadata, ContainerState,
+    ContainerStatsRequest, ContainerStatusRequest, CreateContainerRequest, ExecRequest,
+    ExecSyncRequest, ImageSpec, KeyValue, LinuxContainerConfig, LinuxContainerResources,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest, PodSandboxStatusRequest,
+    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
     UpdateContainerResourcesRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -85,6 +86,12 @@ pub struct ContainerSpec {
     pub cpu_quota: i64,
     /// Annotations.
     pub annotations: HashMap<String, String>,
+    /// `tty: true` (a terminal for the module; its output is one stream).
+    pub tty: bool,
+    /// `stdin: true` (the module's stdin stays open for `kubectl attach`).
+    pub stdin: bool,
+    /// The command, replacing the image entrypoint (empty: the image's).
+    pub command: Vec<String>,
 }
 
 /// Builds `e2e/fixtures/native/<name>.c` statically with the system C compiler.
@@ -390,6 +397,9 @@ impl CriNode {
     /// CreateContainer; returns the container id.
     pub fn create_container(&self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
         let config = ContainerConfig {
+            tty: spec.tty,
+            stdin: spec.stdin,
+            command: spec.command.clone(),
             metadata: Some(ContainerMetadata {
                 name: spec.name.clone(),
                 attempt: 0,
@@ -582,6 +592,63 @@ impl CriNode {
             }))
             .with_context(|| format!("StopContainer {id}"))?;
         Ok(())
+    }
+
+    /// ExecSync (what `kubectl exec` without a stream and exec probes use): runs `cmd` in
+    /// container `id` and returns (exit code, stdout, stderr).
+    pub fn exec_sync(&self, id: &str, cmd: &[&str], timeout: i64) -> Result<(i32, String, String)> {
+        let mut client = self.runtime.clone();
+        let resp = self
+            .rt
+            .block_on(client.exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            }))
+            .with_context(|| format!("ExecSync {cmd:?} in {id}"))?
+            .into_inner();
+        Ok((
+            resp.exit_code,
+            String::from_utf8_lossy(&resp.stdout).into_owned(),
+            String::from_utf8_lossy(&resp.stderr).into_owned(),
+        ))
+    }
+
+    /// Exec (what `kubectl exec` streams through): the streaming server's URL for `cmd` in
+    /// container `id` (see [`crate::stream`]). stdout is always requested; stderr unless `tty`.
+    pub fn exec_url(&self, id: &str, cmd: &[&str], tty: bool, stdin: bool) -> Result<String> {
+        let mut client = self.runtime.clone();
+        let resp = self
+            .rt
+            .block_on(client.exec(ExecRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                tty,
+                stdin,
+                stdout: true,
+                stderr: !tty,
+            }))
+            .with_context(|| format!("Exec {cmd:?} in {id}"))?
+            .into_inner();
+        Ok(resp.url)
+    }
+
+    /// Attach (what `kubectl attach` streams through): the streaming server's URL for the
+    /// running container's stdio (see [`crate::stream`]).
+    pub fn attach_url(&self, id: &str, stdin: bool) -> Result<String> {
+        let mut client = self.runtime.clone();
+        let resp = self
+            .rt
+            .block_on(client.attach(AttachRequest {
+                container_id: id.into(),
+                stdin,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            }))
+            .with_context(|| format!("Attach {id}"))?
+            .into_inner();
+        Ok(resp.url)
     }
 
     /// RemoveContainer.

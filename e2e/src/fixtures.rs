@@ -16,6 +16,9 @@ pub const HELLO_P2: &str = "docker.io/wasmkube/hello:p2";
 pub const PROBE: &str = "docker.io/wasmkube/probe:test";
 /// The probe fixture built as a WASI 0.2 component (for `serve`).
 pub const PROBE_P2: &str = "docker.io/wasmkube/probe:p2";
+/// The probe image with the tools (`examples/tools`: ls, cat, env, wsh) under `/tools`, as a
+/// pod's image gets them from the tools layer.
+pub const TOOLS: &str = "docker.io/wasmkube/probe:tools";
 /// Loops forever.
 pub const SPIN: &str = "docker.io/wasmkube/spin:test";
 /// Traps at once.
@@ -64,6 +67,22 @@ pub fn image(name: &str) -> Image {
         )
         .with_file("etc/passwd", DECOY_PASSWD.as_bytes())
         .with_symlink("escape", "/"),
+        TOOLS => {
+            let mut img = Image::module(
+                name,
+                "probe.wasm",
+                read(rust_module("probe", Target::P1)),
+                "wasip1",
+            )
+            .with_file("etc/passwd", DECOY_PASSWD.as_bytes());
+            for tool in ["ls", "cat", "env", "wsh"] {
+                img = img.with_file(
+                    &format!("tools/{tool}.wasm"),
+                    &read(rust_module(tool, Target::P1)),
+                );
+            }
+            img
+        }
         PROBE_P2 => Image::module(
             name,
             "probe.wasm",

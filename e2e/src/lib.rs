@@ -8,6 +8,7 @@ pub mod cri;
 pub mod fixtures;
 pub mod image;
 pub mod registry;
+pub mod stream;
 pub mod wasm;
 
 use std::path::PathBuf;

@@ -331,7 +331,7 @@ fn unsupported_calls_answer_not_implemented() {
     sleeper(&ctrd, "u", "plain");
     for args in [
         &["tasks", "pause", "plain"][..],
-        &["tasks", "exec", "--exec-id", "x1", "plain", "/probe.wasm"][..],
+        &["tasks", "resume", "plain"][..],
     ] {
         let out = ctrd.ctr(args).unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -472,6 +472,20 @@ impl Cgroup {
         }
     }
 
+    /// Sends SIGKILL to every process in the cgroup (what a lost shim's clean-up does to the
+    /// processes it can no longer name one by one).
+    pub fn kill_all(&self) {
+        for dir in self.dirs() {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
     /// Removes the cgroup, retrying briefly while the last process is still leaving it.
     pub fn delete(&self) -> Result<()> {
         for dir in self.dirs() {

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskStart,
 };
 use containerd_shim::protos::protobuf::{well_known_types::timestamp::Timestamp, MessageDyn};
 use containerd_shim::protos::topics;
@@ -99,6 +99,43 @@ impl Events {
         let event = TaskExit {
             container_id: id.to_string(),
             id: id.to_string(),
+            pid,
+            exit_status: exit.code,
+            exited_at: Some(timestamp(exit.at)).into(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    /// `/tasks/exec-added`: exec process `exec_id` was created in container `id`.
+    pub async fn exec_added(&self, id: &str, exec_id: &str) {
+        let event = TaskExecAdded {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    /// `/tasks/exec-started`.
+    pub async fn exec_started(&self, id: &str, exec_id: &str, pid: u32) {
+        let event = TaskExecStarted {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            pid,
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    /// `/tasks/exit` of exec process `exec_id` in container `id`.
+    pub async fn exec_exited(&self, id: &str, exec_id: &str, pid: u32, exit: Exit) {
+        let event = TaskExit {
+            container_id: id.to_string(),
+            id: exec_id.to_string(),
             pid,
             exit_status: exit.code,
             exited_at: Some(timestamp(exit.at)).into(),

@@ -51,9 +51,23 @@ impl Instance {
             .env_clear()
             .stdin(stdio.stdin)
             .stdout(stdio.stdout)
-            .stderr(stdio.stderr)
+            .stderr(stdio.stderr);
+        if stdio.terminal {
+            // A session of its own with the terminal as its controlling tty (so ^C on the
+            // client's terminal reaches it as SIGINT).
+            // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        } else {
             // Its own process group: signals aimed at the shim's group never reach modules.
-            .process_group(0);
+            cmd.process_group(0);
+        }
         let (control_fd, report_fd) = (control_rx.as_raw_fd(), report_tx.as_raw_fd());
         // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
         unsafe {

@@ -163,6 +163,10 @@ fn remove_cgroup(bundle: &Path, id: &str, pid: u32) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let cgroup = spec::load(bundle).and_then(|s| crate::cgroup::of_spec(&s, id));
+    // Exec processes of the container are in its cgroup too, and nobody else knows them.
+    if let Ok(c) = &cgroup {
+        c.kill_all();
+    }
     match cgroup.map(|c| c.delete()) {
         Ok(Ok(())) => {}
         Ok(Err(e)) | Err(e) => warn!(id, error = %e, "cgroup of a lost shim's container left"),

@@ -178,7 +178,7 @@ pub fn parse_env(env: &[String]) -> Vec<(String, String)> {
 /// Resolves the entrypoint the way an exec inside the container would: absolute paths from the
 /// rootfs, paths with a slash from `cwd`, bare names through `PATH`. Symlinks are followed inside
 /// the rootfs only, so an image cannot point the shim at a host file.
-fn find_entrypoint(
+pub fn find_entrypoint(
     rootfs: &Path,
     entry: &str,
     cwd: &str,

@@ -3,6 +3,7 @@
 //! `task/state.rs` decides which transitions are legal.
 
 mod api;
+mod exec;
 pub mod state;
 
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ use crate::spec::{self, Workload};
 use crate::stdio;
 use crate::worker::{Job, Plan};
 use state::{DeletePlan, State};
+
+pub use exec::ExecRequest;
 
 /// What Create needs from containerd's request.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +74,9 @@ struct Spawned {
     stdin: Option<stdio::StdinPump>,
     cgroup: Cgroup,
     code_size: u64,
+    plan: Plan,
+    rootfs: PathBuf,
+    tty: Option<stdio::Terminal>,
 }
 
 struct Container {
@@ -91,6 +97,16 @@ struct Container {
     code_size: u64,
     /// Engine limits changed by Update before Start; sent right after the start byte.
     pending_limits: Mutex<Option<EngineLimits>>,
+    /// The module's plan, which exec processes start from (same preopens, network, sandbox).
+    template: Plan,
+    /// The node config the container was created with (exec compiles through its cache).
+    config: ShimConfig,
+    /// The container's root filesystem on the host.
+    rootfs: PathBuf,
+    /// Exec processes, by exec id.
+    execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
+    /// The module's terminal, when Create asked for one.
+    tty: Option<stdio::Terminal>,
 }
 
 impl Container {
@@ -99,18 +115,34 @@ impl Container {
     }
 
     async fn wait_stopped(&self) -> Exit {
-        let mut rx = self.stopped.clone();
-        loop {
-            if let Some(exit) = *rx.borrow_and_update() {
-                return exit;
-            }
-            if rx.changed().await.is_err() {
-                // The watcher is gone only if the process is gone; report what we know.
-                return self.state().exited().unwrap_or(Exit {
-                    code: 255,
-                    at: std::time::SystemTime::now(),
-                });
-            }
+        wait_for(&self.stopped, || self.state()).await
+    }
+
+    fn exec(&self, exec_id: &str) -> Result<Arc<exec::Exec>> {
+        self.execs
+            .lock()
+            .expect("execs lock poisoned")
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!("exec process {exec_id} in container {}", self.id))
+            })
+    }
+}
+
+/// Waits until a process's exit is published on `stopped`.
+async fn wait_for(stopped: &watch::Receiver<Option<Exit>>, state: impl Fn() -> State) -> Exit {
+    let mut rx = stopped.clone();
+    loop {
+        if let Some(exit) = *rx.borrow_and_update() {
+            return exit;
+        }
+        if rx.changed().await.is_err() {
+            // The watcher is gone only if the process is gone; report what we know.
+            return state().exited().unwrap_or(Exit {
+                code: 255,
+                at: std::time::SystemTime::now(),
+            });
         }
     }
 }
@@ -167,9 +199,6 @@ impl TaskService {
         if self.get(&id).is_ok() {
             return Err(Error::AlreadyExists(format!("container {id}")));
         }
-        if req.terminal {
-            return Err(Error::Unimplemented("a terminal (tty) for Wasm containers"));
-        }
         let config = ShimConfig::from_runtime_options(req.options.as_ref())?;
         let mounted = rootfs_mount(&req.bundle, &req.rootfs).await?;
         let result = self.spawn_instance(&req, &config).await;
@@ -179,6 +208,9 @@ impl TaskService {
             stdin,
             cgroup,
             code_size,
+            plan,
+            rootfs,
+            tty,
         } = match result {
             Ok(v) => v,
             Err(e) => {
@@ -209,6 +241,11 @@ impl TaskService {
             cgroup,
             code_size,
             pending_limits: Mutex::new(None),
+            template: plan,
+            config,
+            rootfs,
+            execs: Mutex::new(HashMap::new()),
+            tty,
         });
         // Hold the event lock until TaskCreate is out, so TaskExit cannot overtake it.
         let guard = container.events_lock.lock().await;
@@ -292,7 +329,8 @@ impl TaskService {
             sandbox: spec::sandbox(&spec),
             engine: self.setup.clone(),
         };
-        let (child_stdio, pump) = stdio::open(&req.stdio[0], &req.stdio[1], &req.stdio[2])?;
+        let template = plan.clone();
+        let (child_stdio, pump, tty) = open_stdio(&req.stdio, req.terminal)?;
         let exe = self.exe.clone();
         let bundle = req.bundle.clone();
         let exits = self.exits.clone();
@@ -309,6 +347,9 @@ impl TaskService {
                 stdin: pump,
                 cgroup,
                 code_size,
+                plan: template,
+                rootfs: run.rootfs,
+                tty,
             }),
             Err(e) => {
                 let _ = cgroup.delete();
@@ -401,6 +442,7 @@ impl TaskService {
         if let Some(pump) = &c.stdin {
             pump.release();
         }
+        self.stop_execs(&c).await;
         if let Some(target) = &c.mounted {
             let target = target.clone();
             let _ = tokio::task::spawn_blocking(move || crate::rootfs::unmount(&target)).await;
@@ -457,9 +499,38 @@ impl TaskService {
         })
     }
 
-    /// The container's processes (one: the instance process).
+    /// The container's processes: the instance process, then its exec processes.
     pub fn pids(&self, id: &str) -> Result<Vec<u32>> {
-        Ok(vec![self.get(id)?.instance.pid])
+        let c = self.get(id)?;
+        let mut pids = vec![c.instance.pid];
+        pids.extend(
+            c.execs
+                .lock()
+                .expect("execs lock poisoned")
+                .values()
+                .map(|e| e.instance.pid),
+        );
+        Ok(pids)
+    }
+
+    /// ResizePty: the new size of the terminal of the container's module (`exec_id` empty) or
+    /// of one of its exec processes.
+    pub fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        let c = self.get(id)?;
+        let no_tty = || {
+            Error::FailedPrecondition(format!(
+                "{id}{}{exec_id} has no terminal (it was not started with one)",
+                if exec_id.is_empty() { "" } else { " exec " }
+            ))
+        };
+        if exec_id.is_empty() {
+            c.tty.as_ref().ok_or_else(no_tty)?.resize(width, height)
+        } else {
+            c.exec(exec_id)?.resize(width, height).map_err(|e| match e {
+                Error::NotFound(_) => no_tty(),
+                other => other,
+            })
+        }
     }
 
     /// Closes the module's stdin (after the client has written everything).
@@ -491,6 +562,24 @@ impl TaskService {
     }
 }
 
+/// A process's stdio: its FIFOs, or a pseudo-terminal when it asked for one.
+fn open_stdio(
+    paths: &[String; 3],
+    terminal: bool,
+) -> Result<(
+    stdio::ChildStdio,
+    Option<stdio::StdinPump>,
+    Option<stdio::Terminal>,
+)> {
+    if terminal {
+        let (child, pump, tty) = stdio::open_terminal(&paths[0], &paths[1])?;
+        Ok((child, pump, Some(tty)))
+    } else {
+        let (child, pump) = stdio::open(&paths[0], &paths[1], &paths[2])?;
+        Ok((child, pump, None))
+    }
+}
+
 async fn rootfs_mount(bundle: &Path, mounts: &[Mount]) -> Result<Option<PathBuf>> {
     let bundle = bundle.to_path_buf();
     let mounts = mounts.to_vec();
@@ -514,6 +603,25 @@ async fn watch_exit(
             return;
         }
     };
+    // As when a container's init process dies: its exec processes go with it, and their exits
+    // are out before the container's (CRI deletes the task on the container's exit, which
+    // ends containerd's waits on the execs).
+    let execs: Vec<Arc<exec::Exec>> = c
+        .execs
+        .lock()
+        .expect("execs lock poisoned")
+        .values()
+        .cloned()
+        .collect();
+    for e in &execs {
+        let _ = e.instance.kill(libc::SIGKILL as u32);
+    }
+    for e in &execs {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), e.wait_stopped()).await;
+    }
+    if let Some(tty) = &c.tty {
+        tty.drained(std::time::Duration::from_secs(2)).await;
+    }
     let _guard = c.events_lock.lock().await;
     c.state.lock().expect("state lock poisoned").exit(status);
     if c.cgroup.oom_kills() > 0 {

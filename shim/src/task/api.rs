@@ -17,18 +17,9 @@ use containerd_shim::protos::ttrpc::Result as TtrpcResult;
 use oci_spec::runtime::LinuxResources;
 
 use super::state::State;
-use super::{CreateRequest, TaskService};
+use super::{CreateRequest, ExecRequest, TaskService};
 use crate::error::Error;
 use crate::events::timestamp;
-
-/// Rejects calls about exec processes (`exec_id` set): not offered yet.
-fn no_exec(exec_id: &str) -> Result<(), Error> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Unimplemented("exec processes"))
-    }
-}
 
 #[async_trait::async_trait]
 impl Task for TaskService {
@@ -59,8 +50,11 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        no_exec(&req.exec_id)?;
-        let pid = TaskService::start(self, &req.id).await?;
+        let pid = if req.exec_id.is_empty() {
+            TaskService::start(self, &req.id).await?
+        } else {
+            self.exec_start(&req.id, &req.exec_id).await?
+        };
         Ok(StartResponse {
             pid,
             ..Default::default()
@@ -68,10 +62,14 @@ impl Task for TaskService {
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
-        no_exec(&req.exec_id)?;
-        let s = self.status(&req.id)?;
+        let s = if req.exec_id.is_empty() {
+            self.status(&req.id)?
+        } else {
+            self.exec_status(&req.id, &req.exec_id)?
+        };
         let mut resp = StateResponse {
             id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
             bundle: s.bundle.to_string_lossy().into_owned(),
             pid: s.pid,
             stdin: s.stdio[0].clone(),
@@ -93,14 +91,20 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        no_exec(&req.exec_id)?;
-        TaskService::kill(self, &req.id, req.signal).await?;
+        if req.exec_id.is_empty() {
+            TaskService::kill(self, &req.id, req.signal).await?;
+        } else {
+            self.exec_kill(&req.id, &req.exec_id, req.signal)?;
+        }
         Ok(Empty::new())
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
-        no_exec(&req.exec_id)?;
-        let exit = TaskService::wait(self, &req.id).await?;
+        let exit = if req.exec_id.is_empty() {
+            TaskService::wait(self, &req.id).await?
+        } else {
+            self.exec_wait(&req.id, &req.exec_id).await?
+        };
         Ok(WaitResponse {
             exit_status: exit.code,
             exited_at: MessageField::some(timestamp(exit.at)),
@@ -109,8 +113,11 @@ impl Task for TaskService {
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
-        no_exec(&req.exec_id)?;
-        let (pid, exit) = TaskService::delete(self, &req.id).await?;
+        let (pid, exit) = if req.exec_id.is_empty() {
+            TaskService::delete(self, &req.id).await?
+        } else {
+            self.exec_delete(&req.id, &req.exec_id).await?
+        };
         Ok(DeleteResponse {
             pid,
             exit_status: exit.code,
@@ -134,9 +141,10 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
-        no_exec(&req.exec_id)?;
-        if req.stdin {
+        if req.stdin && req.exec_id.is_empty() {
             self.close_stdin(&req.id)?;
+        } else if req.stdin {
+            self.exec_close_stdin(&req.id, &req.exec_id)?;
         }
         Ok(Empty::new())
     }
@@ -183,12 +191,31 @@ impl Task for TaskService {
         Err(Error::Unimplemented("Checkpoint").into())
     }
 
-    async fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> TtrpcResult<Empty> {
-        Err(Error::Unimplemented("Exec").into())
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        // containerd sends the OCI process (args, env, cwd) as JSON inside the Any.
+        let process = serde_json::from_slice(&req.spec.value).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "exec {} in container {}: the process ({}) is not an OCI process JSON: {e}",
+                req.exec_id, req.id, req.spec.type_url
+            ))
+        })?;
+        TaskService::exec(
+            self,
+            ExecRequest {
+                id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                terminal: req.terminal,
+                stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+                process,
+            },
+        )
+        .await?;
+        Ok(Empty::new())
     }
 
-    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> TtrpcResult<Empty> {
-        Err(Error::Unimplemented("ResizePty").into())
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        TaskService::resize_pty(self, &req.id, &req.exec_id, req.width, req.height)?;
+        Ok(Empty::new())
     }
 
     async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
