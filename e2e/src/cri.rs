@@ -94,6 +94,18 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
 }
 
+impl ContainerSpec {
+    /// Container `name` running `image` with `args` (the image's entrypoint stays the command).
+    pub fn new(name: &str, image: &str, args: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: image.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Builds `e2e/fixtures/native/<name>.c` statically with the system C compiler.
 pub fn native_binary(name: &str, out: &Path) -> Result<Vec<u8>> {
     let src = repo_root()
@@ -691,6 +703,23 @@ impl CriNode {
             }))
             .context("RemovePodSandbox")?;
         Ok(())
+    }
+
+    /// What the kubelet does after RemovePodSandbox: removes the pod-level cgroup it made
+    /// (`<parent>/pod-<name>`). Only the directory itself: a container cgroup still inside
+    /// makes the `rmdir` fail, so it stays visible as left behind.
+    pub fn remove_pod_cgroup(&self, name: &str) {
+        for c in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(
+                c.path()
+                    .join(&self.cgroup_parent)
+                    .join(format!("pod-{name}")),
+            );
+        }
     }
 
     /// The container's CRI log file, as the kubelet writes it.

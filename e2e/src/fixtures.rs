@@ -205,3 +205,29 @@ pub fn sleeper(ctrd: &Containerd, sandbox: &str, id: &str) -> u32 {
     }
     ctrd.task_pid(id).expect("the sleeper has a pid")
 }
+
+/// `ctr events`, subscribed (it has had time to connect) until [`Events::stop`].
+pub struct Events(std::process::Child);
+
+impl Events {
+    /// Subscribes to `ctrd`'s events.
+    pub fn subscribe(ctrd: &Containerd) -> Events {
+        let child = ctrd
+            .ctr_command()
+            .arg("events")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr events starts");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Events(child)
+    }
+
+    /// Lets late events arrive, stops, and returns every event line.
+    pub fn stop(mut self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = self.0.kill();
+        let out = self.0.wait_with_output().expect("ctr events output");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

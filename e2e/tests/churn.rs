@@ -31,20 +31,11 @@ fn size(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn spec(name: &str, image: &str, args: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        name: name.into(),
-        image: image.into(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
 /// One full pod life as the kubelet drives it: RunPodSandbox, a container that runs until
 /// stopped, StopContainer with a grace period, RemoveContainer, Stop/RemovePodSandbox.
 fn pod_cycle(n: &CriNode, name: &str) -> anyhow::Result<()> {
     let pod = n.run_pod(name, HANDLER)?;
-    let id = n.launch(&pod, &spec("app", PROBE, &["sleep", "600"]))?;
+    let id = n.launch(&pod, &ContainerSpec::new("app", PROBE, &["sleep", "600"]))?;
     n.wait_state(
         &id,
         ContainerState::ContainerRunning,
@@ -58,21 +49,8 @@ fn pod_cycle(n: &CriNode, name: &str) -> anyhow::Result<()> {
     );
     n.remove_container(&id)?;
     n.remove_pod(&pod)?;
-    remove_pod_cgroup(n, name);
+    n.remove_pod_cgroup(name);
     Ok(())
-}
-
-/// What the kubelet does after RemovePodSandbox: it created the pod-level cgroup
-/// (`<parent>/pod-<name>`), so it removes it. Only the directory itself: a container cgroup
-/// still inside makes the `rmdir` fail and is counted as left behind.
-fn remove_pod_cgroup(n: &CriNode, name: &str) {
-    for c in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(c.path().join(&n.cgroup_parent).join(format!("pod-{name}")));
-    }
 }
 
 /// `count` pod cycles named `<prefix>-<i>`, `width` at a time.
@@ -107,7 +85,10 @@ fn main() -> anyhow::Result<()> {
     }
     // The long-lived pod: its shim serves a container churn for the whole run.
     let keeper = n.run_pod("keeper", HANDLER)?;
-    let resident = n.launch(&keeper, &spec("resident", PROBE, &["sleep", "3600"]))?;
+    let resident = n.launch(
+        &keeper,
+        &ContainerSpec::new("resident", PROBE, &["sleep", "3600"]),
+    )?;
     n.wait_state(
         &resident,
         ContainerState::ContainerRunning,
@@ -115,7 +96,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let keeper_shim = parent_pid(n.ctrd.task_pid(&resident)? as i32).context("keeper shim")?;
     let in_keeper = |i: usize| -> anyhow::Result<()> {
-        let (id, code) = n.run_to_exit(&keeper, &spec("hello", HELLO_P1, &[]))?;
+        let (id, code) = n.run_to_exit(&keeper, &ContainerSpec::new("hello", HELLO_P1, &[]))?;
         ensure!(code == 0, "hello #{i} in the keeper pod exited {code}");
         n.remove_container(&id)
     };

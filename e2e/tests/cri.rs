@@ -29,20 +29,11 @@ fn node(images: &[&str]) -> (CriNode, std::sync::MutexGuard<'static, ()>) {
     (node, guard)
 }
 
-fn spec(name: &str, image: &str, args: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        name: name.into(),
-        image: image.into(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn wasm_pod_runs_hello_and_its_logs_are_in_cri_format() {
     let (n, _guard) = node(&[HELLO_P1]);
     let pod = n.run_pod("hello", HANDLER).unwrap();
-    let mut hello = spec("hello", HELLO_P1, &["through", "cri", "--exit", "3"]);
+    let mut hello = ContainerSpec::new("hello", HELLO_P1, &["through", "cri", "--exit", "3"]);
     hello.env.push(("POD".into(), "hello".into()));
     let (id, code) = n.run_to_exit(&pod, &hello).unwrap();
     assert_eq!(code, 3);
@@ -82,7 +73,7 @@ fn two_wasm_containers_share_the_pod_shim_and_removal_leaves_nothing() {
     let mut ids = Vec::new();
     for name in ["first", "second"] {
         let id = n
-            .launch(&pod, &spec(name, PROBE, &["sleep", "600"]))
+            .launch(&pod, &ContainerSpec::new(name, PROBE, &["sleep", "600"]))
             .unwrap();
         n.wait_state(
             &id,
@@ -170,7 +161,7 @@ fn two_wasm_containers_share_the_pod_shim_and_removal_leaves_nothing() {
 fn pod_limits_reach_the_cgroup_and_the_engine_and_update_resizes() {
     let (n, _guard) = node(&[PROBE]);
     let pod = n.run_pod("limited", HANDLER).unwrap();
-    let mut greedy = spec("greedy", PROBE, &["grow"]);
+    let mut greedy = ContainerSpec::new("greedy", PROBE, &["grow"]);
     greedy.memory_limit = 64 << 20;
     let (_, code) = n.run_to_exit(&pod, &greedy).unwrap();
     assert_eq!(code, 3, "{}", n.log(&pod, "greedy"));
@@ -186,7 +177,7 @@ fn pod_limits_reach_the_cgroup_and_the_engine_and_update_resizes() {
         .unwrap_or_else(|| panic!("{log}"));
     assert!(grown < 64, "{log}");
 
-    let mut resized = spec("resized", PROBE, &["grow-to", "100"]);
+    let mut resized = ContainerSpec::new("resized", PROBE, &["grow-to", "100"]);
     resized.memory_limit = 64 << 20;
     resized.cpu_quota = 50_000;
     let id = n.create_container(&pod, &resized).unwrap();
@@ -246,12 +237,12 @@ fn a_runc_pod_runs_beside_a_wasm_pod() {
     let wasm = n.run_pod("wasm", HANDLER).unwrap();
     let runc = n.run_pod("linux", "runc").unwrap();
     let w = n
-        .create_container(&wasm, &spec("ticker", PROBE, &["tick", "5"]))
+        .create_container(&wasm, &ContainerSpec::new("ticker", PROBE, &["tick", "5"]))
         .unwrap();
     let r = n
         .create_container(
             &runc,
-            &spec("native", "docker.io/wasmkube/hello-native:test", &[]),
+            &ContainerSpec::new("native", "docker.io/wasmkube/hello-native:test", &[]),
         )
         .unwrap();
     n.start_container(&r).unwrap();
@@ -287,7 +278,7 @@ fn a_tcp_server_module_answers_on_the_pod_ip() {
     let (n, _guard) = node(&[PROBE_P2]);
     let pod = n.run_pod("server", HANDLER).unwrap();
     let ip = n.pod_ip(&pod).unwrap();
-    let mut server = spec("server", PROBE_P2, &["serve", "8080"]);
+    let mut server = ContainerSpec::new("server", PROBE_P2, &["serve", "8080"]);
     server
         .annotations
         .insert("wasmkube.dev/network".into(), "inherit".into());
@@ -332,7 +323,10 @@ fn without_the_network_annotation_a_module_cannot_listen() {
     let (n, _guard) = node(&[PROBE_P2]);
     let pod = n.run_pod("closed", HANDLER).unwrap();
     let (_, code) = n
-        .run_to_exit(&pod, &spec("closed", PROBE_P2, &["serve", "8080"]))
+        .run_to_exit(
+            &pod,
+            &ContainerSpec::new("closed", PROBE_P2, &["serve", "8080"]),
+        )
         .unwrap();
     assert_ne!(code, 0);
     let log = n.log(&pod, "closed");
@@ -352,7 +346,10 @@ fn images_pulled_from_a_registry_run_as_pods() {
     assert!(image_ref.starts_with("sha256:"), "{image_ref}");
     let pod = n.run_pod("pulled", HANDLER).unwrap();
     let (_, code) = n
-        .run_to_exit(&pod, &spec("hello", &reference, &["from", "registry"]))
+        .run_to_exit(
+            &pod,
+            &ContainerSpec::new("hello", &reference, &["from", "registry"]),
+        )
         .unwrap();
     assert_eq!(code, 0);
     let lines = parse_log(&n.log(&pod, "hello"));
@@ -394,7 +391,7 @@ fn a_registry_with_basic_auth_needs_the_pull_secret() {
 
     let pod = n.run_pod("private", HANDLER).unwrap();
     let (_, code) = n
-        .run_to_exit(&pod, &spec("hello", &reference, &[]))
+        .run_to_exit(&pod, &ContainerSpec::new("hello", &reference, &[]))
         .unwrap();
     assert_eq!(code, 0);
     assert!(n.log(&pod, "hello").contains("hello from wasmkube"));
@@ -416,7 +413,7 @@ fn pull_and_start_failures_carry_a_clear_reason() {
     // An image whose entrypoint is not Wasm fails its container, naming the file.
     let pod = n.run_pod("broken", HANDLER).unwrap();
     let id = n
-        .create_container(&pod, &spec("broken", NOT_WASM, &[]))
+        .create_container(&pod, &ContainerSpec::new("broken", NOT_WASM, &[]))
         .unwrap();
     let err = n.start_container(&id).unwrap_err();
     assert!(
@@ -485,10 +482,12 @@ fn a_wasm_artifact_runs_as_a_pod_and_logs_like_the_same_module_as_an_image() {
         .unwrap();
     let args = ["same", "args"];
     let (_, code) = n
-        .run_to_exit(&pod, &spec("image", &image_ref, &args))
+        .run_to_exit(&pod, &ContainerSpec::new("image", &image_ref, &args))
         .unwrap();
     assert_eq!(code, 0);
-    let (_, code) = n.run_to_exit(&pod, &spec("artifact", STUB, &args)).unwrap();
+    let (_, code) = n
+        .run_to_exit(&pod, &ContainerSpec::new("artifact", STUB, &args))
+        .unwrap();
     assert_eq!(code, 0);
     let from_image = parse_log(&n.log(&pod, "image"));
     let from_artifact = parse_log(&n.log(&pod, "artifact"));
@@ -524,7 +523,7 @@ fn a_wasm_artifact_runs_as_a_pod_and_logs_like_the_same_module_as_an_image() {
         )
         .unwrap();
     let (_, code) = n
-        .run_to_exit(&pod, &spec("any-name", STUB, &["offline"]))
+        .run_to_exit(&pod, &ContainerSpec::new("any-name", STUB, &["offline"]))
         .unwrap();
     assert_eq!(code, 0);
     let lines = parse_log(&n.log(&pod, "any-name"));
@@ -557,7 +556,9 @@ fn artifacts_already_in_containerds_content_store_need_no_registry() {
             &[("wasmkube.dev/module", pinned.as_str())],
         )
         .unwrap();
-    let (_, code) = n.run_to_exit(&pod, &spec("hello", STUB, &[])).unwrap();
+    let (_, code) = n
+        .run_to_exit(&pod, &ContainerSpec::new("hello", STUB, &[]))
+        .unwrap();
     assert_eq!(code, 0);
     assert!(n.log(&pod, "hello").contains("hello from wasmkube"));
     let layer = artifact.layer_digest();
@@ -618,7 +619,9 @@ fn artifact_failures_give_the_container_a_clear_reason_and_store_nothing_partial
         .run_pod_annotated("failures", HANDLER, &annotations)
         .unwrap();
     let start_error = |n: &mut CriNode, name: &str| {
-        let id = n.create_container(&pod, &spec(name, STUB, &[])).unwrap();
+        let id = n
+            .create_container(&pod, &ContainerSpec::new(name, STUB, &[]))
+            .unwrap();
         format!("{:#}", n.start_container(&id).unwrap_err())
     };
     for (name, reference, want) in &cases {
@@ -648,7 +651,9 @@ fn artifact_failures_give_the_container_a_clear_reason_and_store_nothing_partial
             &[("wasmkube.dev/module", &format!("{host}/wasmkube/other:1"))],
         )
         .unwrap();
-    let id = n.create_container(&pod2, &spec("down", STUB, &[])).unwrap();
+    let id = n
+        .create_container(&pod2, &ContainerSpec::new("down", STUB, &[]))
+        .unwrap();
     let err = format!("{:#}", n.start_container(&id).unwrap_err());
     assert!(
         err.contains(&format!("registry {host} is unreachable")),
@@ -673,7 +678,9 @@ fn artifacts_from_a_registry_with_basic_auth_use_the_node_credentials() {
     let pod = n
         .run_pod_annotated("auth", HANDLER, &[("wasmkube.dev/module", pinned.as_str())])
         .unwrap();
-    let id = n.create_container(&pod, &spec("anon", STUB, &[])).unwrap();
+    let id = n
+        .create_container(&pod, &ContainerSpec::new("anon", STUB, &[]))
+        .unwrap();
     let err = format!("{:#}", n.start_container(&id).unwrap_err());
     assert!(
         err.contains(&format!("registry {} denied access", registry.host))
@@ -685,7 +692,9 @@ fn artifacts_from_a_registry_with_basic_auth_use_the_node_credentials() {
         insecure(&registry)
     ))
     .unwrap();
-    let (_, code) = n.run_to_exit(&pod, &spec("authed", STUB, &[])).unwrap();
+    let (_, code) = n
+        .run_to_exit(&pod, &ContainerSpec::new("authed", STUB, &[]))
+        .unwrap();
     assert_eq!(code, 0);
     assert!(n.log(&pod, "authed").contains("hello from wasmkube"));
     n.remove_pod(&pod).unwrap();
@@ -725,7 +734,9 @@ fn a_module_pushed_by_the_cli_runs_as_a_pod_and_wasmkube_run_prints_the_same() {
         .run_pod_annotated("cli", HANDLER, &[("wasmkube.dev/module", pinned.as_str())])
         .unwrap();
     let args = ["from", "the cli"];
-    let (_, code) = n.run_to_exit(&pod, &spec("hello", STUB, &args)).unwrap();
+    let (_, code) = n
+        .run_to_exit(&pod, &ContainerSpec::new("hello", STUB, &args))
+        .unwrap();
     assert_eq!(code, 0);
     let from_pod: Vec<String> = parse_log(&n.log(&pod, "hello"))
         .into_iter()

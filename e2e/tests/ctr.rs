@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use wasmkube_e2e::containerd::{alive, parent_pid};
 use wasmkube_e2e::fixtures::{
-    node, run, run_in_sandbox, sleeper, start, HELLO_P1, HELLO_P2, NOT_WASM, PROBE, SPIN, TRAP,
-    UNKNOWN_IMPORT,
+    node, run, run_in_sandbox, sleeper, start, Events, HELLO_P1, HELLO_P2, NOT_WASM, PROBE, SPIN,
+    TRAP, UNKNOWN_IMPORT,
 };
 
 #[test]
@@ -272,14 +272,7 @@ fn bad_modules_fail_their_own_create_and_the_shim_keeps_serving() {
 #[test]
 fn task_events_are_published_in_lifecycle_order() {
     let ctrd = node(&[HELLO_P1]);
-    let mut events = ctrd
-        .ctr_command()
-        .arg("events")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let events = Events::subscribe(&ctrd);
     let (code, _, err) = run(
         &ctrd,
         &["--env", "GREETING=hi there"],
@@ -288,10 +281,7 @@ fn task_events_are_published_in_lifecycle_order() {
         &[],
     );
     assert_eq!(code, 0, "{err}");
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = events.kill();
-    let out = events.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = events.stop();
     let topics: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("\"evented\"") && l.contains("/tasks/"))

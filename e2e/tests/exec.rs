@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::ContainerState;
 use wasmkube_e2e::containerd::{alive, Containerd};
 use wasmkube_e2e::cri::{parse_log, ContainerSpec, CriNode, Pod, HANDLER};
-use wasmkube_e2e::fixtures::{image, node, start, DECOY_PASSWD, TOOLS};
+use wasmkube_e2e::fixtures::{image, node, start, Events, DECOY_PASSWD, TOOLS};
 use wasmkube_e2e::stream::ExecStream;
 
 /// `ctr tasks exec` of `args` in `id`; (exit code, stdout, stderr).
@@ -29,6 +29,21 @@ fn exec(ctrd: &Containerd, id: &str, exec_id: &str, args: &[&str]) -> (i32, Stri
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `ctr tasks exec --detach` of a module that sleeps, as exec `exec_id` in `id`.
+fn exec_sleeper(ctrd: &Containerd, id: &str, exec_id: &str) {
+    let out = ctrd
+        .ctr_command()
+        .args(["tasks", "exec", "--detach", "--exec-id", exec_id, id])
+        .args(["/probe.wasm", "sleep", "600"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The pids `ctr tasks ps` lists for `id`.
@@ -77,17 +92,7 @@ fn exec_runs_a_tool_from_the_rootfs_beside_the_module() {
     assert!(err.starts_with("ls: /nope: "), "{err}");
 
     // A running exec is a process of the container, in its cgroup.
-    let out = ctrd
-        .ctr_command()
-        .args(["tasks", "exec", "--detach", "--exec-id", "bg", "app"])
-        .args(["/probe.wasm", "sleep", "600"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exec_sleeper(&ctrd, "app", "bg");
     let pids = task_pids(&ctrd, "app");
     assert_eq!(pids.len(), 2, "module and exec: {pids:?}");
     let module = ctrd.task_pid("app").unwrap() as i32;
@@ -129,26 +134,9 @@ fn exec_runs_a_tool_from_the_rootfs_beside_the_module() {
 #[test]
 fn exec_processes_are_announced_and_die_with_their_container() {
     let ctrd = node(&[TOOLS]);
-    let mut events = ctrd
-        .ctr_command()
-        .arg("events")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let events = Events::subscribe(&ctrd);
     running_tools(&ctrd, "main");
-    let out = ctrd
-        .ctr_command()
-        .args(["tasks", "exec", "--detach", "--exec-id", "waiter", "main"])
-        .args(["/probe.wasm", "sleep", "600"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exec_sleeper(&ctrd, "main", "waiter");
     let module = ctrd.task_pid("main").unwrap() as i32;
     let exec_pid = *task_pids(&ctrd, "main")
         .iter()
@@ -180,10 +168,7 @@ fn exec_processes_are_announced_and_die_with_their_container() {
         ctrd.instance_pids()
     );
 
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = events.kill();
-    let out = events.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = events.stop();
     let topics: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("\"main\"") && l.contains("/tasks/"))

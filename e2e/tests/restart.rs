@@ -26,15 +26,6 @@ fn node() -> (CriNode, std::sync::MutexGuard<'static, ()>) {
     (node, guard)
 }
 
-fn spec(name: &str, image: &str, args: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        name: name.into(),
-        image: image.into(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
 /// The `tick N` lines in the container's CRI log.
 fn ticks(n: &CriNode, pod: &Pod, name: &str) -> usize {
     parse_log(&n.log(pod, name))
@@ -53,17 +44,6 @@ fn eventually(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     pred()
-}
-
-/// The kubelet removes the pod-level cgroup it made once the sandbox is gone.
-fn remove_pod_cgroup(n: &CriNode, name: &str) {
-    for c in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(c.path().join(&n.cgroup_parent).join(format!("pod-{name}")));
-    }
 }
 
 /// Everything but the module cache (which these runs fill) is as it was in `before`.
@@ -87,7 +67,10 @@ fn wasm_pods_keep_running_across_a_containerd_restart() {
     let before = Snapshot::take(&n);
     let pod = n.run_pod("survivor", HANDLER).unwrap();
     let id = n
-        .launch(&pod, &spec("ticker", PROBE, &["tick", "100000"]))
+        .launch(
+            &pod,
+            &ContainerSpec::new("ticker", PROBE, &["tick", "100000"]),
+        )
         .unwrap();
     n.wait_state(
         &id,
@@ -125,7 +108,9 @@ fn wasm_pods_keep_running_across_a_containerd_restart() {
         "stats after the restart: cpu={cpu} mem={mem}"
     );
     // The reconnected shim still takes new containers into its pod.
-    let (hello, code) = n.run_to_exit(&pod, &spec("hello", HELLO_P1, &[])).unwrap();
+    let (hello, code) = n
+        .run_to_exit(&pod, &ContainerSpec::new("hello", HELLO_P1, &[]))
+        .unwrap();
     assert_eq!(code, 0, "{}", n.log(&pod, "hello"));
     assert_eq!(n.ctrd.shim_pids(), vec![shim]);
 
@@ -135,7 +120,7 @@ fn wasm_pods_keep_running_across_a_containerd_restart() {
     n.remove_container(&hello).unwrap();
     n.remove_container(&id).unwrap();
     n.remove_pod(&pod).unwrap();
-    remove_pod_cgroup(&n, "survivor");
+    n.remove_pod_cgroup("survivor");
     assert!(
         eventually(Duration::from_secs(5), || !alive(shim)),
         "shim {shim} outlived its pod"
@@ -150,11 +135,17 @@ fn a_pod_whose_shim_is_killed_is_reported_exited_and_removed_cleanly() {
     // A neighbour pod, which must not notice.
     let other = n.run_pod("neighbour", HANDLER).unwrap();
     let steady = n
-        .launch(&other, &spec("steady", PROBE, &["tick", "100000"]))
+        .launch(
+            &other,
+            &ContainerSpec::new("steady", PROBE, &["tick", "100000"]),
+        )
         .unwrap();
     let pod = n.run_pod("doomed", HANDLER).unwrap();
     let id = n
-        .launch(&pod, &spec("victim", PROBE, &["sleep", "600"]))
+        .launch(
+            &pod,
+            &ContainerSpec::new("victim", PROBE, &["sleep", "600"]),
+        )
         .unwrap();
     for c in [&id, &steady] {
         n.wait_state(c, ContainerState::ContainerRunning, Duration::from_secs(20))
@@ -188,7 +179,7 @@ fn a_pod_whose_shim_is_killed_is_reported_exited_and_removed_cleanly() {
     );
     n.remove_container(&id).unwrap();
     n.remove_pod(&pod).unwrap();
-    remove_pod_cgroup(&n, "doomed");
+    n.remove_pod_cgroup("doomed");
 
     // The neighbour ran on throughout.
     let seen = ticks(&n, &other, "steady");
@@ -200,6 +191,6 @@ fn a_pod_whose_shim_is_killed_is_reported_exited_and_removed_cleanly() {
     n.stop_container(&steady, 2).unwrap();
     n.remove_container(&steady).unwrap();
     n.remove_pod(&other).unwrap();
-    remove_pod_cgroup(&n, "neighbour");
+    n.remove_pod_cgroup("neighbour");
     assert_nothing_left(&n, &before);
 }

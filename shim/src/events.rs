@@ -94,18 +94,9 @@ impl Events {
             .await;
     }
 
-    /// `/tasks/exit`.
+    /// `/tasks/exit` of the container's module (the process id is the container id).
     pub async fn exited(&self, id: &str, pid: u32, exit: Exit) {
-        let event = TaskExit {
-            container_id: id.to_string(),
-            id: id.to_string(),
-            pid,
-            exit_status: exit.code,
-            exited_at: Some(timestamp(exit.at)).into(),
-            ..Default::default()
-        };
-        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.exec_exited(id, id, pid, exit).await;
     }
 
     /// `/tasks/exec-added`: exec process `exec_id` was created in container `id`.
@@ -131,7 +122,7 @@ impl Events {
             .await;
     }
 
-    /// `/tasks/exit` of exec process `exec_id` in container `id`.
+    /// `/tasks/exit` of process `exec_id` in container `id`.
     pub async fn exec_exited(&self, id: &str, exec_id: &str, pid: u32, exit: Exit) {
         let event = TaskExit {
             container_id: id.to_string(),

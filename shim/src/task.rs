@@ -331,16 +331,10 @@ impl TaskService {
         };
         let template = plan.clone();
         let (child_stdio, pump, tty) = open_stdio(&req.stdio, req.terminal)?;
-        let exe = self.exe.clone();
-        let bundle = req.bundle.clone();
-        let exits = self.exits.clone();
-        let cg = cgroup.clone();
-        let spawned = tokio::task::spawn_blocking(move || {
-            Instance::spawn(&exe, &bundle, &plan, child_stdio, &exits, |pid| cg.add(pid))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("spawn task failed: {e}")))?;
-        match spawned {
+        match self
+            .spawn_process(&req.bundle, plan, child_stdio, &cgroup)
+            .await
+        {
             Ok((instance, exit)) => Ok(Spawned {
                 instance,
                 exit,
@@ -356,6 +350,25 @@ impl TaskService {
                 Err(e)
             }
         }
+    }
+
+    /// Starts an instance process for `plan` in `bundle`, placed in `cgroup` before it runs.
+    async fn spawn_process(
+        &self,
+        bundle: &Path,
+        plan: Plan,
+        stdio: stdio::ChildStdio,
+        cgroup: &Cgroup,
+    ) -> Result<(Instance, ExitWatch)> {
+        let exe = self.exe.clone();
+        let bundle = bundle.to_path_buf();
+        let exits = self.exits.clone();
+        let cg = cgroup.clone();
+        tokio::task::spawn_blocking(move || {
+            Instance::spawn(&exe, &bundle, &plan, stdio, &exits, |pid| cg.add(pid))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("spawn task failed: {e}")))?
     }
 
     /// Compiles the module into the node cache (or finds it there).

@@ -118,15 +118,9 @@ impl TaskService {
         plan.wasi.env = env;
 
         let (child_stdio, pump, tty) = super::open_stdio(&req.stdio, req.terminal)?;
-        let exe = self.exe.clone();
-        let bundle = c.bundle.clone();
-        let exits = self.exits.clone();
-        let cg = c.cgroup.clone();
-        let (instance, exit) = tokio::task::spawn_blocking(move || {
-            Instance::spawn(&exe, &bundle, &plan, child_stdio, &exits, |pid| cg.add(pid))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("spawn task failed: {e}")))??;
+        let (instance, exit) = self
+            .spawn_process(&c.bundle, plan, child_stdio, &c.cgroup)
+            .await?;
         let (stopped_tx, stopped_rx) = watch::channel(None);
         let e = Arc::new(Exec {
             id: exec_id.to_string(),
