@@ -1,7 +1,9 @@
 //! Node faults through CRI against a real containerd: containerd restarting while Wasm pods
 //! run (the shims keep running their modules, containerd reconnects, logs, stats, new
-//! containers and a later stop/remove all work), and a pod's shim killed with SIGKILL (the
-//! containers are reported exited, removal works, nothing is left on the node).
+//! containers and a later stop/remove all work), a pod's shim killed with SIGKILL (the
+//! containers are reported exited, removal works, nothing is left on the node), and a storm of
+//! faulty modules in one pod (traps, stack overflows, memory-limit failures, kills) that a
+//! neighbour pod must not notice.
 
 #![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
@@ -12,7 +14,7 @@ use k8s_cri::v1::ContainerState;
 use wasmkube_e2e::churn::Snapshot;
 use wasmkube_e2e::containerd::{alive, parent_pid};
 use wasmkube_e2e::cri::{parse_log, ContainerSpec, CriNode, Pod, HANDLER};
-use wasmkube_e2e::fixtures::{image, HELLO_P1, PROBE};
+use wasmkube_e2e::fixtures::{image, HELLO_P1, PROBE, RECURSE, SPIN, TRAP};
 
 /// CRI nodes share this process's bridge name: one at a time.
 static NODE: Mutex<()> = Mutex::new(());
@@ -20,7 +22,7 @@ static NODE: Mutex<()> = Mutex::new(());
 fn node() -> (CriNode, std::sync::MutexGuard<'static, ()>) {
     let guard = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let node = CriNode::start().expect("containerd with CRI starts");
-    for name in [PROBE, HELLO_P1] {
+    for name in [PROBE, HELLO_P1, TRAP, RECURSE, SPIN] {
         node.import(&image(name)).expect("import");
     }
     (node, guard)
@@ -192,5 +194,103 @@ fn a_pod_whose_shim_is_killed_is_reported_exited_and_removed_cleanly() {
     n.remove_container(&steady).unwrap();
     n.remove_pod(&other).unwrap();
     n.remove_pod_cgroup("neighbour");
+    assert_nothing_left(&n, &before);
+}
+
+/// Seconds since midnight of a CRI log line's RFC 3339 timestamp.
+fn seconds_of_day(line: &str) -> Option<f64> {
+    let time = line
+        .split(' ')
+        .next()?
+        .split('T')
+        .nth(1)?
+        .trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let (h, m, s): (f64, f64, f64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+#[test]
+fn faulty_modules_in_one_pod_do_not_disturb_a_neighbour() {
+    let (n, _guard) = node();
+    let before = Snapshot::take(&n);
+    let calm = n.run_pod("calm", HANDLER).unwrap();
+    let ticker = n
+        .launch(
+            &calm,
+            &ContainerSpec::new("ticker", PROBE, &["tick", "100000"]),
+        )
+        .unwrap();
+    n.wait_state(
+        &ticker,
+        ContainerState::ContainerRunning,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let storm = n.run_pod("storm", HANDLER).unwrap();
+    let started = ticks(&n, &calm, "ticker");
+    for round in 0..5 {
+        for (name, image, args, want) in [
+            ("trap", TRAP, &[][..], 134),
+            ("recurse", RECURSE, &[][..], 134),
+            ("grow", PROBE, &["grow"][..], 3),
+        ] {
+            let mut spec = ContainerSpec::new(name, image, args);
+            spec.memory_limit = 32 << 20;
+            let (id, code) = n.run_to_exit(&storm, &spec).unwrap();
+            assert_eq!(code, want, "{name} round {round}");
+            n.remove_container(&id).unwrap();
+        }
+        // A kill storm: spinning modules started and killed at once.
+        let spinners: Vec<String> = (0..4)
+            .map(|i| {
+                n.launch(&storm, &ContainerSpec::new(&format!("spin-{i}"), SPIN, &[]))
+                    .unwrap()
+            })
+            .collect();
+        for id in &spinners {
+            n.stop_container(id, 0).unwrap();
+            n.remove_container(id).unwrap();
+        }
+    }
+    n.remove_pod(&storm).unwrap();
+    n.remove_pod_cgroup("storm");
+    let ended = ticks(&n, &calm, "ticker");
+    assert!(
+        ended > started + 5,
+        "the neighbour kept ticking ({started} → {ended})"
+    );
+
+    // Every tick is there, in order, and none came late by more than noise.
+    let log = n.log(&calm, "ticker");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" stdout F tick "))
+        .collect();
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.ends_with(&format!(" tick {i}")),
+            "tick {i} is {line:?}"
+        );
+    }
+    let times: Vec<f64> = lines.iter().filter_map(|l| seconds_of_day(l)).collect();
+    let worst = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|gap| *gap >= 0.0)
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 0.6,
+        "a tick came {worst:.3} s after the one before (nominal 0.1 s)"
+    );
+
+    n.stop_container(&ticker, 2).unwrap();
+    n.remove_container(&ticker).unwrap();
+    n.remove_pod(&calm).unwrap();
+    n.remove_pod_cgroup("calm");
     assert_nothing_left(&n, &before);
 }

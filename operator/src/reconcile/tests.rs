@@ -389,3 +389,81 @@ fn retries_back_off_exponentially_per_app_up_to_the_cap_and_reset_on_success() {
     b.succeeded("ns/a");
     assert_eq!(b.failed("ns/a", base).as_secs(), 30);
 }
+
+fn status_error(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+           "code": code, "message": format!("injected {reason}")})
+}
+
+/// API faults: a 409 Conflict, then a 500, each fail their reconcile, the controller's error
+/// policy backs off (30 s, then 60 s), and the next reconcile converges and resets the backoff.
+/// One mocked API server sees all three reconciles, in order.
+#[tokio::test]
+async fn api_conflicts_and_server_errors_back_off_and_the_retry_converges() {
+    let (web, current) = steady();
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        resolver: Arc::new(Fake(Mutex::new(Box::new(|| resolved("aa"))))),
+        recorder: Recorder::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: "wasmkube-operator".into(),
+                instance: Some("test".into()),
+            },
+        ),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
+        resync: Duration::from_secs(300),
+        retry: Duration::from_secs(30),
+        backoff: Default::default(),
+    });
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            // 1: the Deployment read conflicts.
+            call("GET", NODES, 200, nodes(&["amd64"])),
+            call("GET", DEPLOY, 409, status_error(409, "Conflict")),
+            // 2: the API server fails.
+            call("GET", NODES, 500, status_error(500, "InternalError")),
+            // 3: all is well again.
+            call("GET", NODES, 200, nodes(&["amd64"])),
+            call("GET", DEPLOY, 200, current),
+            call("GET", SERVICE, 404, not_found()),
+        ],
+    ));
+    let app = Arc::new(web);
+    let attempt = || {
+        let (app, ctx) = (app.clone(), ctx.clone());
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), reconcile(app, ctx))
+                .await
+                .expect("reconcile finished")
+        }
+    };
+    let conflict = attempt().await.expect_err("a 409 fails the reconcile");
+    assert!(format!("{conflict}").contains("Conflict"), "{conflict}");
+    assert_eq!(
+        error_policy(app.clone(), &conflict, ctx.clone()),
+        Action::requeue(Duration::from_secs(30))
+    );
+    let server_error = attempt().await.expect_err("a 500 fails the reconcile");
+    assert_eq!(
+        error_policy(app.clone(), &server_error, ctx.clone()),
+        Action::requeue(Duration::from_secs(60)),
+        "the second failure in a row waits twice as long"
+    );
+    assert_eq!(
+        attempt().await.expect("the retry converges"),
+        Action::requeue(Duration::from_secs(300))
+    );
+    tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("every expected API call was made")
+        .expect("mock server");
+    // The success reset the backoff: a new failure waits the base interval again.
+    assert_eq!(
+        error_policy(app, &conflict, ctx),
+        Action::requeue(Duration::from_secs(30))
+    );
+}
