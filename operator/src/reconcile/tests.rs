@@ -68,15 +68,13 @@ fn resolved(digest: &str) -> Result<Resolved, FetchError> {
     })
 }
 
-/// Runs one reconcile of `app` against `calls`; returns the action.
-async fn reconcile_with(
-    app: WasmApp,
+/// A reconcile context on `client` (resync 300 s, retry 30 s, no failures yet) whose module
+/// resolution answers `resolution`.
+fn context(
+    client: Client,
     resolution: impl Fn() -> Result<Resolved, FetchError> + Send + 'static,
-    calls: Vec<Call>,
-) -> Action {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let ctx = Arc::new(Context {
+) -> Arc<Context> {
+    Arc::new(Context {
         client: client.clone(),
         resolver: Arc::new(Fake(Mutex::new(Box::new(resolution)))),
         recorder: Recorder::new(
@@ -90,7 +88,18 @@ async fn reconcile_with(
         resync: Duration::from_secs(300),
         retry: Duration::from_secs(30),
         backoff: Default::default(),
-    });
+    })
+}
+
+/// Runs one reconcile of `app` against `calls`; returns the action.
+async fn reconcile_with(
+    app: WasmApp,
+    resolution: impl Fn() -> Result<Resolved, FetchError> + Send + 'static,
+    calls: Vec<Call>,
+) -> Action {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = context(client, resolution);
     let server = tokio::spawn(serve(handle, calls));
     let action = tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(app), ctx))
         .await
@@ -403,21 +412,7 @@ async fn api_conflicts_and_server_errors_back_off_and_the_retry_converges() {
     let (web, current) = steady();
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        resolver: Arc::new(Fake(Mutex::new(Box::new(|| resolved("aa"))))),
-        recorder: Recorder::new(
-            client,
-            kube::runtime::events::Reporter {
-                controller: "wasmkube-operator".into(),
-                instance: Some("test".into()),
-            },
-        ),
-        metrics: Arc::new(crate::metrics::Metrics::default()),
-        resync: Duration::from_secs(300),
-        retry: Duration::from_secs(30),
-        backoff: Default::default(),
-    });
+    let ctx = context(client, || resolved("aa"));
     let server = tokio::spawn(serve(
         handle,
         vec![
