@@ -234,11 +234,26 @@ impl CriNode {
 
     /// Connects the CRI clients again (after containerd restarted, the old connection is
     /// broken).
+    /// Waits (up to 20 s) until the CRI plugin answers: containerd serves `ctr` before CRI has
+    /// finished initialising ("server is not initialized yet").
     pub fn reconnect(&mut self) -> Result<()> {
         let channel = connect(&self.rt, &self.ctrd.address)?;
         self.runtime = RuntimeServiceClient::new(channel.clone());
         self.images = ImageServiceClient::new(channel);
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut client = self.runtime.clone();
+            match self
+                .rt
+                .block_on(client.status(k8s_cri::v1::StatusRequest { verbose: false }))
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("CRI did not come back after the restart: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// RunPodSandbox with `handler` (`wasmkube`, or `runc`).
@@ -471,6 +486,17 @@ impl CriNode {
     pub fn launch(&self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
         let id = self.create_container(pod, spec)?;
         self.start_container(&id)?;
+        Ok(id)
+    }
+
+    /// CreateContainer + StartContainer, then waits (up to 20 s) until it runs; returns its id.
+    pub fn launch_running(&self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
+        let id = self.launch(pod, spec)?;
+        self.wait_state(
+            &id,
+            ContainerState::ContainerRunning,
+            Duration::from_secs(20),
+        )?;
         Ok(id)
     }
 

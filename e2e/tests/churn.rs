@@ -35,12 +35,7 @@ fn size(var: &str, default: usize) -> usize {
 /// stopped, StopContainer with a grace period, RemoveContainer, Stop/RemovePodSandbox.
 fn pod_cycle(n: &CriNode, name: &str) -> anyhow::Result<()> {
     let pod = n.run_pod(name, HANDLER)?;
-    let id = n.launch(&pod, &ContainerSpec::new("app", PROBE, &["sleep", "600"]))?;
-    n.wait_state(
-        &id,
-        ContainerState::ContainerRunning,
-        Duration::from_secs(20),
-    )?;
+    let id = n.launch_running(&pod, &ContainerSpec::new("app", PROBE, &["sleep", "600"]))?;
     n.stop_container(&id, 2)?;
     let (state, code, _) = n.container_status(&id)?;
     ensure!(
@@ -85,14 +80,9 @@ fn main() -> anyhow::Result<()> {
     }
     // The long-lived pod: its shim serves a container churn for the whole run.
     let keeper = n.run_pod("keeper", HANDLER)?;
-    let resident = n.launch(
+    let resident = n.launch_running(
         &keeper,
         &ContainerSpec::new("resident", PROBE, &["sleep", "3600"]),
-    )?;
-    n.wait_state(
-        &resident,
-        ContainerState::ContainerRunning,
-        Duration::from_secs(20),
     )?;
     let keeper_shim = parent_pid(n.ctrd.task_pid(&resident)? as i32).context("keeper shim")?;
     let in_keeper = |i: usize| -> anyhow::Result<()> {

@@ -73,14 +73,8 @@ fn two_wasm_containers_share_the_pod_shim_and_removal_leaves_nothing() {
     let mut ids = Vec::new();
     for name in ["first", "second"] {
         let id = n
-            .launch(&pod, &ContainerSpec::new(name, PROBE, &["sleep", "600"]))
+            .launch_running(&pod, &ContainerSpec::new(name, PROBE, &["sleep", "600"]))
             .unwrap();
-        n.wait_state(
-            &id,
-            ContainerState::ContainerRunning,
-            Duration::from_secs(20),
-        )
-        .unwrap();
         ids.push(id);
     }
     let pids: Vec<i32> = ids
@@ -282,13 +276,7 @@ fn a_tcp_server_module_answers_on_the_pod_ip() {
     server
         .annotations
         .insert("wasmkube.dev/network".into(), "inherit".into());
-    let id = n.launch(&pod, &server).unwrap();
-    n.wait_state(
-        &id,
-        ContainerState::ContainerRunning,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    n.launch_running(&pod, &server).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let answer = loop {
         let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();

@@ -9,7 +9,6 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::ContainerState;
 use wasmkube_e2e::containerd::{alive, Containerd};
 use wasmkube_e2e::cri::{parse_log, ContainerSpec, CriNode, Pod, HANDLER};
 use wasmkube_e2e::fixtures::{image, node, start, Events, DECOY_PASSWD, TOOLS};
@@ -203,13 +202,7 @@ fn tools_pod(n: &CriNode, name: &str) -> (Pod, String) {
         env: vec![("ROLE".into(), "app".into())],
         ..Default::default()
     };
-    let id = n.launch(&pod, &spec).unwrap();
-    n.wait_state(
-        &id,
-        ContainerState::ContainerRunning,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let id = n.launch_running(&pod, &spec).unwrap();
     (pod, id)
 }
 
@@ -385,13 +378,7 @@ fn cri_attach_reaches_a_running_module_stdio() {
         stdin: true,
         ..Default::default()
     };
-    let id = n.launch(&pod, &spec).unwrap();
-    n.wait_state(
-        &id,
-        ContainerState::ContainerRunning,
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let id = n.launch_running(&pod, &spec).unwrap();
     let url = n.attach_url(&id, true).unwrap();
     let mut s = ExecStream::connect(&url).unwrap();
     s.send_stdin(b"hello through attach\n").unwrap();

@@ -69,17 +69,11 @@ fn wasm_pods_keep_running_across_a_containerd_restart() {
     let before = Snapshot::take(&n);
     let pod = n.run_pod("survivor", HANDLER).unwrap();
     let id = n
-        .launch(
+        .launch_running(
             &pod,
             &ContainerSpec::new("ticker", PROBE, &["tick", "100000"]),
         )
         .unwrap();
-    n.wait_state(
-        &id,
-        ContainerState::ContainerRunning,
-        Duration::from_secs(20),
-    )
-    .unwrap();
     assert!(eventually(Duration::from_secs(5), || ticks(
         &n, &pod, "ticker"
     ) >= 3));
@@ -220,17 +214,11 @@ fn faulty_modules_in_one_pod_do_not_disturb_a_neighbour() {
     let before = Snapshot::take(&n);
     let calm = n.run_pod("calm", HANDLER).unwrap();
     let ticker = n
-        .launch(
+        .launch_running(
             &calm,
             &ContainerSpec::new("ticker", PROBE, &["tick", "100000"]),
         )
         .unwrap();
-    n.wait_state(
-        &ticker,
-        ContainerState::ContainerRunning,
-        Duration::from_secs(20),
-    )
-    .unwrap();
     let storm = n.run_pod("storm", HANDLER).unwrap();
     let started = ticks(&n, &calm, "ticker");
     for round in 0..5 {
