@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use wasmkube_shim::engine::limits::EngineLimits;
 use wasmkube_shim::engine::run::{Preopen, WasiSetup};
+use wasmkube_shim::engine::serve::HttpSettings;
 use wasmkube_shim::policy::Network;
 
 use crate::credentials::RegistryArgs;
@@ -120,7 +121,11 @@ fn wasi_setup(args: &RunArgs, module: &Module) -> Result<WasiSetup, Failure> {
                 "--env {item:?} is not KEY=VALUE; write e.g. --env GREETING=hello"
             ))),
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    // An HTTP component is served on the port its env names (PORT or WASMKUBE_HTTP_PORT), as
+    // in a pod without the annotation.
+    let http = HttpSettings::from_container(&Default::default(), &env, "wasmkube run")
+        .map_err(|e| Failure::input(e.to_string()))?;
     let preopens = args
         .dirs
         .iter()
@@ -138,6 +143,7 @@ fn wasi_setup(args: &RunArgs, module: &Module) -> Result<WasiSetup, Failure> {
             NetworkArg::Inherit => Network::Inherit,
         },
         limits: EngineLimits::for_memory_limit(None, 0),
+        http,
     })
 }
 

@@ -19,6 +19,8 @@ pub const PROBE_P2: &str = "docker.io/wasmkube/probe:p2";
 /// The probe image with the tools (`examples/tools`: ls, cat, env, wsh) under `/tools`, as a
 /// pod's image gets them from the tools layer.
 pub const TOOLS: &str = "docker.io/wasmkube/probe:tools";
+/// The wasi:http example (`examples/http-hello`), a component served on the pod's port.
+pub const HTTP_HELLO: &str = "docker.io/wasmkube/http-hello:test";
 /// Loops forever.
 pub const SPIN: &str = "docker.io/wasmkube/spin:test";
 /// Traps at once.
@@ -87,6 +89,12 @@ pub fn image(name: &str) -> Image {
             name,
             "probe.wasm",
             read(rust_module("probe", Target::P2)),
+            "wasip2",
+        ),
+        HTTP_HELLO => Image::module(
+            name,
+            "http-hello.wasm",
+            read(rust_module("http_hello", Target::P2)),
             "wasip2",
         ),
         SPIN => Image::module(name, "spin.wasm", wat("spin"), "wasip1"),

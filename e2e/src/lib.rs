@@ -6,6 +6,7 @@ pub mod churn;
 pub mod containerd;
 pub mod cri;
 pub mod fixtures;
+pub mod http;
 pub mod image;
 pub mod registry;
 pub mod stream;

@@ -63,6 +63,11 @@ pub fn rust_module(name: &str, target: Target) -> Result<PathBuf> {
     cell.get_or_init(|| {
         cargo_build(&repo_root().join("examples"), target)
             .and_then(|()| cargo_build(&repo_root().join("e2e/fixtures"), target))
+            .and_then(|()| match target {
+                // A wasi:http/proxy component: WASI 0.2 only, its own workspace.
+                Target::P2 => cargo_build(&repo_root().join("examples/http-hello"), target),
+                Target::P1 => Ok(()),
+            })
             .map_err(|e| format!("{e:#}"))
     })
     .clone()

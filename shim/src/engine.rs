@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod limits;
 pub mod run;
+pub mod serve;
 
 use std::hash::{Hash, Hasher};
 
@@ -188,6 +189,9 @@ impl EngineSetup {
             // Copy-on-write images of the linear memory from the mmap'd artifact:
             // instantiation does not copy data segments.
             .memory_init_cow(true)
+            // Per-request deadlines for HTTP components (engine::serve); one engine for all
+            // modules keeps one compiled-module cache.
+            .epoch_interruption(true)
             .parallel_compilation(true);
         match self.allocator {
             Allocator::Pooling => {

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::engine::cache::ModuleCache;
 use crate::engine::limits::{EngineLimits, Limiter};
 use crate::engine::run::{self, WasiSetup};
+use crate::engine::serve::HttpSettings;
 use crate::engine::EngineSetup;
 use crate::policy::Network;
 
@@ -26,6 +27,18 @@ pub fn run(args: &[String]) -> i32 {
         preopens: Vec::new(),
         network: Network::None,
         limits: EngineLimits::for_memory_limit(None, 0),
+        // An HTTP component is served on the port the environment names.
+        http: match HttpSettings::from_container(
+            &Default::default(),
+            &std::env::vars().collect::<Vec<_>>(),
+            "--run",
+        ) {
+            Ok(http) => http,
+            Err(e) => {
+                eprintln!("wasmkube: {e}");
+                return 2;
+            }
+        },
     };
     run_module(Path::new(module), setup, None)
 }

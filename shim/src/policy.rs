@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use wasmkube_oci::handoff;
 
 use crate::engine::run::Preopen;
+use crate::engine::serve;
 use crate::error::{Error, Result};
 
 /// Annotation: `none` (default), `outbound` or `inherit`.
@@ -20,7 +21,15 @@ pub const NETWORK: &str = "wasmkube.dev/network";
 /// (`/data:ro,/cache`). When set, only the listed mounts are preopened.
 pub const MOUNTS: &str = "wasmkube.dev/mounts";
 /// The annotations the shim reads; any other `wasmkube.dev/` key is refused as a likely typo.
-pub const KNOWN: &[&str] = &[NETWORK, MOUNTS];
+pub const KNOWN: &[&str] = &[
+    NETWORK,
+    MOUNTS,
+    serve::PORT,
+    serve::CONCURRENCY,
+    serve::QUEUE,
+    serve::TIMEOUT,
+    serve::LOG,
+];
 
 /// What WASI sockets may do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

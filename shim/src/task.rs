@@ -22,6 +22,7 @@ use crate::config::ShimConfig;
 use crate::engine::cache::ModuleCache;
 use crate::engine::limits::EngineLimits;
 use crate::engine::run::WasiSetup;
+use crate::engine::serve::HttpSettings;
 use crate::engine::EngineSetup;
 use crate::error::{Error, Result};
 use crate::events::Events;
@@ -281,6 +282,7 @@ impl TaskService {
         let run = spec::run_spec(&req.id, &spec, &req.bundle)?;
         let annotations = spec.annotations().clone().unwrap_or_default();
         let policy = Policy::from_annotations(&annotations, &req.id)?;
+        let http = HttpSettings::from_container(&annotations, &run.env, &req.id)?;
         let mut args = run.args.clone();
         let (job, code_size) = match &run.workload {
             Workload::Sandbox => (Job::Pause, 0),
@@ -325,6 +327,7 @@ impl TaskService {
                 preopens: policy.preopens(&req.id, &run.rootfs, read_only_root, &mounts)?,
                 network: policy.network,
                 limits: EngineLimits::for_memory_limit(limits.memory_bytes(), code_size),
+                http,
             },
             sandbox: spec::sandbox(&spec),
             engine: self.setup.clone(),

@@ -61,13 +61,33 @@ impl EngineLimits {
     }
 }
 
-/// The store's resource limiter. The memory cap is shared so that an in-place resize
-/// (`Update`) can change it while the module runs; `used` is what the store's memories and
-/// tables hold now (they only grow).
-#[derive(Debug, Clone)]
+/// A store's resource limiter. The memory cap is shared so that an in-place resize (`Update`)
+/// can change it while the module runs. The budget is shared too: every limiter made from one
+/// [`Limiter::new`] (by `clone`) draws on the same total, so the concurrent per-request stores
+/// of an HTTP component together stay under the one cap the cgroup limit gives. `used` is what
+/// this store's memories and tables hold now; it is given back when the limiter is dropped.
+#[derive(Debug)]
 pub struct Limiter {
     memory_cap: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
     used: u64,
+}
+
+impl Clone for Limiter {
+    /// A limiter for another store: same cap, same shared budget, nothing used yet.
+    fn clone(&self) -> Self {
+        Limiter {
+            memory_cap: self.memory_cap.clone(),
+            total: self.total.clone(),
+            used: 0,
+        }
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.used, Ordering::SeqCst);
+    }
 }
 
 impl Limiter {
@@ -75,6 +95,7 @@ impl Limiter {
     pub fn new(limits: EngineLimits) -> Self {
         Limiter {
             memory_cap: Arc::new(AtomicU64::new(limits.memory_cap.unwrap_or(u64::MAX))),
+            total: Arc::new(AtomicU64::new(0)),
             used: 0,
         }
     }
@@ -85,17 +106,30 @@ impl Limiter {
             .store(limits.memory_cap.unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
+    /// Bytes all stores sharing this limiter's budget hold now.
+    pub fn total_used(&self) -> u64 {
+        self.total.load(Ordering::SeqCst)
+    }
+
     fn cap(&self) -> u64 {
         self.memory_cap.load(Ordering::SeqCst)
     }
 
-    /// Accepts a growth from `current` to `desired` bytes if the budget allows, and books it.
+    /// Accepts a growth from `current` to `desired` bytes if the shared budget allows, and
+    /// books it.
     fn grow(&mut self, current: u64, desired: u64) -> bool {
-        let after = self.used.saturating_sub(current).saturating_add(desired);
-        if after > self.cap() {
+        let mine = self.used.saturating_sub(current).saturating_add(desired);
+        let cap = self.cap();
+        let booked = self
+            .total
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |total| {
+                let after = total.saturating_sub(self.used).saturating_add(mine);
+                (after <= cap).then_some(after)
+            });
+        if booked.is_err() {
             return false;
         }
-        self.used = after;
+        self.used = mine;
         true
     }
 }
@@ -214,6 +248,27 @@ mod tests {
         assert!(!unlimited
             .table_growing(0, MAX_TABLE_ELEMENTS as usize + 1, None)
             .unwrap());
+    }
+
+    #[test]
+    fn clones_share_the_budget_and_give_back_what_they_held() {
+        let first = Limiter::new(EngineLimits {
+            memory_cap: Some(16 * MIB),
+        });
+        let (mut a, mut b) = (first.clone(), first.clone());
+        let m = |bytes: u64| bytes as usize;
+        // Two concurrent stores of 10 MiB would be 20 MiB: the second is refused.
+        assert!(a.memory_growing(0, m(10 * MIB), None).unwrap());
+        assert!(!b.memory_growing(0, m(10 * MIB), None).unwrap());
+        assert!(b.memory_growing(0, m(6 * MIB), None).unwrap());
+        assert_eq!(first.total_used(), 16 * MIB);
+        // When a store ends, its memory is free for the next one.
+        drop(a);
+        assert_eq!(first.total_used(), 6 * MIB);
+        let mut c = first.clone();
+        assert!(c.memory_growing(0, m(10 * MIB), None).unwrap());
+        drop((b, c));
+        assert_eq!(first.total_used(), 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Running one prepared module to completion inside an instance process: WASI context from the
-//! run plan, `_start` for core modules, `wasi:cli/run` for components, exit code out.
+//! Running one prepared module inside an instance process: WASI context from the run plan,
+//! `_start` for core modules, `wasi:cli/run` for command components, exit code out; components
+//! that export `wasi:http/incoming-handler` are handed to [`super::serve`].
 
 use std::path::PathBuf;
 
@@ -10,11 +11,17 @@ use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::{EngineLimits, Limiter};
+use super::serve::{self, HttpSettings};
 use super::ModuleKind;
 use crate::policy::Network;
 
 /// Exit status for a trap, as for a native program that aborts (128 + SIGABRT).
 pub const EXIT_TRAP: i32 = 134;
+
+/// Epoch ticks before a run is interrupted: never, for modules and commands (the engine has
+/// epoch interruption for HTTP requests' deadlines; nothing advances the epoch in their
+/// processes, and the deadline starts at 0, which would trap at once).
+const NO_DEADLINE: u64 = u64::MAX / 2;
 
 /// A directory the module sees.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -40,6 +47,9 @@ pub struct WasiSetup {
     pub network: Network,
     /// Engine limits derived from the cgroup limits.
     pub limits: EngineLimits,
+    /// How an HTTP component is served (unused for other modules).
+    #[serde(default)]
+    pub http: HttpSettings,
 }
 
 /// A module linked and pre-instantiated, waiting for its start signal.
@@ -48,6 +58,8 @@ pub enum Prepared {
     Core(wasmtime::InstancePre<CoreState>),
     /// A command component.
     Component(CommandPre<ComponentState>),
+    /// A `wasi:http/proxy` component, served over HTTP.
+    Http(wasmtime_wasi_http::p2::bindings::ProxyPre<serve::HttpState>),
 }
 
 /// Store state for core modules.
@@ -101,6 +113,19 @@ pub unsafe fn prepare(
             // SAFETY: the caller guarantees the artifact is ours.
             let component = unsafe { Component::deserialize_file(engine, artifact) }
                 .map_err(|e| format!("{what}: cannot load compiled component: {e:#}"))?;
+            match serve::exports(engine, &component) {
+                serve::Exports::HttpProxy => {
+                    let pre = serve::link(engine, &component)
+                        .map_err(|e| format!("{what}: {}", link_error(&e)))?;
+                    return Ok(Prepared::Http(pre));
+                }
+                serve::Exports::HttpP3 => {
+                    return Err(format!(
+                        "{what} exports wasi:http/handler from WASI 0.3, which this runtime does                          not run yet; build it for WASI 0.2 (wasi:http/proxy,                          wasi:http/incoming-handler@0.2.x)"
+                    ))
+                }
+                serve::Exports::Other => {}
+            }
             let mut linker = wasmtime::component::Linker::<ComponentState>::new(engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
                 .map_err(|e| format!("cannot link WASI 0.2: {e:#}"))?;
@@ -108,7 +133,10 @@ pub unsafe fn prepare(
                 .instantiate_pre(&component)
                 .map_err(|e| format!("{what}: {}", link_error(&e)))?;
             let pre = CommandPre::new(pre).map_err(|e| {
-                format!("{what}: not a wasi:cli/command component (no wasi:cli/run export): {e:#}")
+                format!(
+                    "{what}: neither a wasi:cli/command component (no wasi:cli/run export) nor a \
+                     wasi:http/proxy one (no wasi:http/incoming-handler export): {e:#}"
+                )
             })?;
             Ok(Prepared::Component(pre))
         }
@@ -134,6 +162,9 @@ pub fn run(
     limiter: Limiter,
     what: &str,
 ) -> i32 {
+    if let Prepared::Http(pre) = prepared {
+        return serve::serve(engine, pre, setup, limiter, what);
+    }
     match run_inner(engine, prepared, setup, limiter) {
         Ok(code) => code,
         Err(e) => {
@@ -151,7 +182,9 @@ pub fn run(
     }
 }
 
-fn wasi_builder(setup: &WasiSetup) -> wasmtime::Result<WasiCtxBuilder> {
+/// The WASI context a module gets from its setup: args, env, preopens, socket policy, and
+/// the process's stdio.
+pub(crate) fn wasi_builder(setup: &WasiSetup) -> wasmtime::Result<WasiCtxBuilder> {
     let mut builder = WasiCtxBuilder::new();
     builder.inherit_stdio().args(&setup.args);
     for (k, v) in &setup.env {
@@ -212,11 +245,15 @@ fn run_inner(
             };
             let mut store = Store::new(engine, state);
             store.limiter(|s| &mut s.limiter);
+            store.set_epoch_deadline(NO_DEADLINE);
             let instance = pre.instantiate(&mut store)?;
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call(&mut store, ())?;
             Ok(0)
         }
+        Prepared::Http(_) => Err(wasmtime::Error::msg(
+            "an HTTP component is served (engine::serve), not run",
+        )),
         Prepared::Component(pre) => {
             let state = ComponentState {
                 ctx: builder.build(),
@@ -225,6 +262,7 @@ fn run_inner(
             };
             let mut store = Store::new(engine, state);
             store.limiter(|s| &mut s.limiter);
+            store.set_epoch_deadline(NO_DEADLINE);
             let command = pre.instantiate(&mut store)?;
             match command.wasi_cli_run().call_run(&mut store)? {
                 Ok(()) => Ok(0),

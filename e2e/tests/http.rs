@@ -1,0 +1,174 @@
+//! wasi:http serving through the node path (issue 8): the `examples/http-hello` component in a
+//! pod started through CRI on the real containerd, answering on the pod IP over the CNI
+//! bridge; a trap fails only its own request; the per-request deadline; the concurrency limit
+//! and queue (503 beyond them); and SIGTERM under load, with the load generator counting every
+//! request.
+
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::ContainerState;
+use wasmkube_e2e::cri::{ContainerSpec, CriNode, Pod, HANDLER};
+use wasmkube_e2e::fixtures::{image, HTTP_HELLO};
+use wasmkube_e2e::http::{get, get_when_up, Load};
+
+/// CRI nodes share this process's bridge name: one at a time.
+static NODE: Mutex<()> = Mutex::new(());
+
+fn node() -> (CriNode, std::sync::MutexGuard<'static, ()>) {
+    let guard = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let node = CriNode::start().expect("containerd with CRI starts");
+    node.import(&image(HTTP_HELLO)).expect("import");
+    (node, guard)
+}
+
+/// Starts http-hello in a new pod with `annotations`; returns the pod, the container id and
+/// the address it serves on, once it answers.
+fn serve(n: &CriNode, name: &str, annotations: &[(&str, &str)]) -> (Pod, String, SocketAddr) {
+    let pod = n.run_pod(name, HANDLER).unwrap();
+    let ip = n.pod_ip(&pod).unwrap();
+    assert!(!ip.is_empty(), "the pod has an IP");
+    let mut spec = ContainerSpec::new("web", HTTP_HELLO, &[]);
+    for (k, v) in annotations {
+        spec.annotations.insert(k.to_string(), v.to_string());
+    }
+    let port = annotations
+        .iter()
+        .find(|(k, _)| *k == "wasmkube.dev/http-port")
+        .map_or("8080", |(_, v)| v);
+    let id = n.launch_running(&pod, &spec).unwrap();
+    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let up = get_when_up(addr, "/healthz", Duration::from_secs(10));
+    let up = up.unwrap_or_else(|e| panic!("{e:#}\nlog:\n{}", n.log(&pod, "web")));
+    assert_eq!((up.status, up.body.as_str()), (200, "ok\n"));
+    (pod, id, addr)
+}
+
+#[test]
+fn http_hello_answers_on_the_pod_ip_and_a_trap_fails_only_its_request() {
+    let (n, _guard) = node();
+    // No annotations at all: the default port, 8080.
+    let (pod, id, addr) = serve(&n, "hello", &[]);
+    let hello = get(addr, "/greet?name=pod").unwrap();
+    assert_eq!(hello.status, 200, "{hello:?}");
+    assert_eq!(hello.body, "Hello from wasmkube\nGET /greet?name=pod\n");
+    assert_eq!(
+        hello.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(hello.header("x-wasmkube"), Some("http-hello"));
+
+    let trap = get(addr, "/trap").unwrap();
+    assert_eq!(trap.status, 500, "{trap:?}");
+    assert_eq!(trap.body, "500 internal server error\n");
+    // The next request gets a fresh instance and succeeds; the container still runs.
+    let after = get(addr, "/").unwrap();
+    assert_eq!(
+        (after.status, after.body.as_str()),
+        (200, "Hello from wasmkube\nGET /\n")
+    );
+    assert_eq!(
+        n.container_status(&id).unwrap().0,
+        ContainerState::ContainerRunning
+    );
+    let log = n.log(&pod, "web");
+    assert!(log.contains("serving wasi:http on port 8080"), "{log}");
+    assert!(
+        log.contains("/trap asked for a trap"),
+        "the guest's panic message: {log}"
+    );
+    assert!(log.contains("the request trapped"), "{log}");
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn a_runaway_request_hits_its_deadline_and_overload_gets_503() {
+    let (n, _guard) = node();
+    let (pod, id, addr) = serve(
+        &n,
+        "limits",
+        &[
+            ("wasmkube.dev/http-port", "9090"),
+            ("wasmkube.dev/http-timeout", "1s"),
+            ("wasmkube.dev/http-concurrency", "2"),
+            ("wasmkube.dev/http-queue", "1"),
+            ("wasmkube.dev/http-log", "requests"),
+        ],
+    );
+    // A handler that never returns is stopped at the deadline (epoch interruption).
+    let begun = Instant::now();
+    let spin = get(addr, "/spin").unwrap();
+    let took = begun.elapsed();
+    assert_eq!(spin.status, 500, "{spin:?}");
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(3),
+        "stopped after {took:?}"
+    );
+    // Two run, one waits, the other three are turned away at once with 503.
+    let slow: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || get(addr, "/sleep?ms=600").unwrap()))
+        .collect();
+    let mut statuses: Vec<u16> = slow.into_iter().map(|t| t.join().unwrap().status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 503, 503, 503]);
+    let healthy = get(addr, "/").unwrap();
+    assert_eq!(healthy.status, 200);
+    assert_eq!(
+        n.container_status(&id).unwrap().0,
+        ContainerState::ContainerRunning
+    );
+    let log = n.log(&pod, "web");
+    assert!(log.contains("past its 1000 ms deadline"), "{log}");
+    assert!(log.contains("GET /sleep?ms=600 200"), "request log: {log}");
+    assert!(log.contains("GET /sleep?ms=600 503"), "request log: {log}");
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn sigterm_under_load_finishes_every_request_in_flight_then_exits_0() {
+    let (n, _guard) = node();
+    let (pod, id, addr) = serve(&n, "drain", &[]);
+    let load = Load {
+        addr,
+        path: "/sleep?ms=1500".into(),
+        connections: 16,
+        duration: Duration::from_secs(60),
+        threads: 1,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let generator = {
+        let stop = stop.clone();
+        std::thread::spawn(move || load.run(stop))
+    };
+    // Every connection has a request in flight when SIGTERM comes.
+    std::thread::sleep(Duration::from_millis(2200));
+    let begun = Instant::now();
+    n.stop_container(&id, 10).unwrap();
+    let stopped_after = begun.elapsed();
+    // Let the connections see the closed port, then end the load.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let report = generator.join().unwrap().unwrap();
+    eprintln!("{}", report.json());
+    assert_eq!(report.cut_off, 0, "requests cut off: {}", report.json());
+    assert!(report.other.is_empty(), "{}", report.json());
+    assert!(
+        report.ok >= 32,
+        "two rounds of 16 answered: {}",
+        report.json()
+    );
+    assert!(report.refused > 0, "new connections refused after SIGTERM");
+    // The drain took about one request's time, well inside the 10 s grace period, and the
+    // server ended cleanly.
+    assert!(
+        stopped_after < Duration::from_secs(5),
+        "stop took {stopped_after:?}"
+    );
+    let (state, code, _) = n.container_status(&id).unwrap();
+    assert_eq!((state, code), (ContainerState::ContainerExited, 0));
+    n.remove_pod(&pod).unwrap();
+}
