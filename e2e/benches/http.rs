@@ -3,17 +3,21 @@
 //! keep-alive connections) for a fixed time after a warm-up:
 //!
 //! - **pod**: a pod started through CRI on the real containerd, the shim serving inside the
-//!   pod's network namespace and cgroup, reached on the pod IP over the CNI bridge;
+//!   pod's network namespace and cgroup, loaded on the pod's own loopback (the generator's
+//!   threads enter the pod's network namespace) and, separately, on the pod IP over the CNI
+//!   bridge;
 //! - **baseline**: the same serving code run directly (`containerd-shim-wasmkube-v1 --run`, the
 //!   `wasmtime serve` equivalent of our code path) on loopback, without containerd, namespace
 //!   or cgroup.
 //!
+//! The pod is also measured with `wasmkube.dev/http-log: requests` (one log line per request).
 //! Client and server share the machine's cores; the table says how many. Environment:
 //! `WASMKUBE_HTTP_SECONDS` (default 10), `WASMKUBE_HTTP_CONNECTIONS` (default 32),
 //! `WASMKUBE_HTTP_CLIENT_THREADS` (default 1). Prints a table with the 30,000 req/s target and
 //! writes `target/bench/http.json`. Run through `bash scripts/bench.sh http`. Needs root.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -38,23 +42,54 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// CPU time a process has used (user + system), from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// A measured run: what the client saw and the server's CPU time during it.
+struct Measured {
+    report: LoadReport,
+    server_cpu: f64,
+}
+
+impl Measured {
+    fn cores(&self) -> f64 {
+        self.server_cpu / self.report.elapsed.as_secs_f64()
+    }
+}
+
 fn measure(
+    server: u32,
     addr: SocketAddr,
+    netns: Option<PathBuf>,
     connections: usize,
     seconds: u64,
     threads: usize,
-) -> anyhow::Result<LoadReport> {
-    get_when_up(addr, "/healthz", Duration::from_secs(15))?;
+) -> anyhow::Result<Measured> {
     let load = |duration| Load {
         addr,
         path: "/".into(),
         connections,
         duration,
         threads,
+        netns: netns.clone(),
     };
     // Warm-up: page in code, fill the instance pool, let the connections settle.
     load(Duration::from_secs(2)).run(Arc::new(AtomicBool::new(false)))?;
-    load(Duration::from_secs(seconds)).run(Arc::new(AtomicBool::new(false)))
+    let before = cpu_seconds(server)?;
+    let report = load(Duration::from_secs(seconds)).run(Arc::new(AtomicBool::new(false)))?;
+    Ok(Measured {
+        report,
+        server_cpu: cpu_seconds(server)? - before,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,17 +104,51 @@ fn main() -> anyhow::Result<()> {
         shim.display()
     );
 
-    let pod = {
+    // The pod loaded on its own loopback (the client in the pod's network namespace) and over
+    // the CNI bridge from the node; then with one log line per request.
+    let pod_case = |name: &str, annotations: &[(&str, &str)], bridge: bool| {
         let n = CriNode::start()?;
         n.import(&image(HTTP_HELLO))?;
-        let pod = n.run_pod("http-bench", HANDLER)?;
+        let pod = n.run_pod_annotated(name, HANDLER, annotations)?;
         let ip = n.pod_ip(&pod)?;
-        n.launch_running(&pod, &ContainerSpec::new("web", HTTP_HELLO, &[]))?;
-        let report = measure(format!("{ip}:8080").parse()?, connections, seconds, threads)
+        let id = n.launch_running(&pod, &ContainerSpec::new("web", HTTP_HELLO, &[]))?;
+        let server = n.ctrd.task_pid(&id)?;
+        let pod_ip: SocketAddr = format!("{ip}:8080").parse()?;
+        get_when_up(pod_ip, "/healthz", Duration::from_secs(15))
             .with_context(|| n.log(&pod, "web"))?;
+        let netns = n
+            .pod_netns(&pod.id)
+            .context("the pod's network namespace")?;
+        let loopback = measure(
+            server,
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(netns),
+            connections,
+            seconds,
+            threads,
+        )?;
+        let over_bridge = if bridge {
+            Some(measure(
+                server,
+                pod_ip,
+                None,
+                connections,
+                seconds,
+                threads,
+            )?)
+        } else {
+            None
+        };
         n.remove_pod(&pod)?;
-        report
+        anyhow::Ok((loopback, over_bridge))
     };
+    let (pod, bridged) = pod_case("http-bench", &[], true)?;
+    let bridged = bridged.context("measured")?;
+    let (logged, _) = pod_case(
+        "http-bench-log",
+        &[("wasmkube.dev/http-log", "requests")],
+        false,
+    )?;
 
     let baseline = {
         let module = rust_module("http_hello", Target::P2)?;
@@ -92,12 +161,9 @@ fn main() -> anyhow::Result<()> {
             .stdout(Stdio::null())
             .spawn()
             .context("starting the shim with --run")?;
-        let report = measure(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            connections,
-            seconds,
-            threads,
-        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let report = get_when_up(addr, "/healthz", Duration::from_secs(15))
+            .and_then(|_| measure(server.id(), addr, None, connections, seconds, threads));
         // Stopped by its PID, pass or fail.
         let _ = server.kill();
         let _ = server.wait();
@@ -106,27 +172,50 @@ fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     let mut results = serde_json::Map::new();
-    for (name, key, report) in [
-        ("pod (CRI → containerd → shim, pod IP)", "pod", &pod),
+    for (name, key, measured) in [
+        (
+            "pod (CRI → containerd → shim), loopback in the pod",
+            "pod",
+            &pod,
+        ),
+        ("pod, pod IP over the CNI bridge", "pod_bridge", &bridged),
+        ("pod, request log on (loopback)", "pod_request_log", &logged),
         ("baseline (shim --run, loopback)", "baseline", &baseline),
     ] {
+        let report = &measured.report;
         let errors = report.cut_off + report.other.iter().map(|(_, n)| n).sum::<u64>();
+        let per_core = report.rps() / measured.cores();
         rows.push(vec![
             name.to_string(),
             format!("{:.0}", report.rps()),
             format!("{:.2}", report.quantile_ms(0.5)),
             format!("{:.2}", report.quantile_ms(0.99)),
             errors.to_string(),
+            format!("{:.2}", measured.cores()),
+            format!("{per_core:.0}"),
             format!(
-                "≥ {TARGET_RPS:.0}: {}",
-                bench::verdict(report.rps() >= TARGET_RPS)
+                "≥ {TARGET_RPS:.0}: {} (server alone on {cores} cores: ~{:.0})",
+                bench::verdict(report.rps() >= TARGET_RPS),
+                per_core * cores as f64
             ),
         ]);
-        results.insert(key.into(), report.json());
+        let mut json = report.json();
+        json["server_cpu_cores"] = json!(measured.cores());
+        json["requests_per_server_core_second"] = json!(per_core);
+        results.insert(key.into(), json);
     }
     bench::table(
         "wasi:http hello",
-        &["server", "req/s", "p50 ms", "p99 ms", "errors", "target"],
+        &[
+            "server",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "server CPU (cores)",
+            "req/s per server core",
+            "target",
+        ],
         &rows,
     );
     bench::write_json(

@@ -84,7 +84,7 @@ build_and_load() {
   for image in wasmkube-operator-amd64 wasmkube-node-installer-amd64 module-stub; do
     run kind load image-archive "$ROOT/target/kind/$image.tar" --name "$CLUSTER"
   done
-  for module in hello-p1 hello-artifact-p1 probe-p1 probe-p2; do
+  for module in hello-p1 hello-artifact-p1 probe-p1 probe-p2 http-hello-p2; do
     run skopeo copy --dest-tls-verify=false "oci-archive:$ROOT/target/kind/$module.tar" "docker://${REGISTRY}/wasmkube/${module/-p/:p}"
   done
 }
@@ -131,6 +131,26 @@ scenario_http() {
     sleep 3
     curl -fsS --max-time 10 http://127.0.0.1:18080/ | grep -q "hello from a wasm pod" \
       || fail "web did not answer through its Service"
+    kill "$forward" || true
+  fi
+}
+
+scenario_wasi_http() {
+  step "scenario: a wasi:http component, served by the shim, answers through its Service"
+  apply "$MANIFESTS/http-hello.yaml"
+  run kubectl wait wasmapp/http-hello --for=condition=Ready --timeout=180s
+  echo "+ kubectl port-forward service/http-hello 18081:8080 (in the background)"
+  if ((DRY == 0)); then
+    kubectl port-forward service/http-hello 18081:8080 >/dev/null 2>&1 &
+    local forward=$!
+    sleep 3
+    curl -fsS --max-time 10 http://127.0.0.1:18081/ | grep -q "Hello from wasmkube" \
+      || fail "http-hello did not answer through its Service"
+    curl -sS -D - -o /dev/null --max-time 10 http://127.0.0.1:18081/ | grep -qi "^x-wasmkube: http-hello" \
+      || fail "http-hello's header is missing"
+    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://127.0.0.1:18081/trap) == 500 ]] \
+      || fail "a trapping request did not get 500"
+    curl -fsS --max-time 10 http://127.0.0.1:18081/ >/dev/null || fail "no answer after a trap"
     kill "$forward" || true
   fi
 }
@@ -198,6 +218,7 @@ build_and_load
 install_chart
 scenario_hello
 scenario_http
+scenario_wasi_http
 scenario_placement
 scenario_beside_nginx
 scenario_scale

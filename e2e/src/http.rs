@@ -111,6 +111,9 @@ pub struct Load {
     pub duration: Duration,
     /// Client threads.
     pub threads: usize,
+    /// A network namespace to run the client in (a pod's, to load it on its own loopback);
+    /// `None`: the caller's.
+    pub netns: Option<std::path::PathBuf>,
 }
 
 /// What a load run saw.
@@ -179,6 +182,23 @@ impl Load {
     /// Runs the load; `stop` ends it early (each connection finishes its request in flight).
     /// After a refused connect a connection retries every 50 ms.
     pub fn run(&self, stop: Arc<AtomicBool>) -> Result<LoadReport> {
+        let Some(netns) = self.netns.clone() else {
+            return self.run_here(stop);
+        };
+        // setns moves only the calling thread; the runtime's threads, started from it, follow.
+        let load = self.clone();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&netns)
+                .with_context(|| format!("opening {}", netns.display()))?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering {}", netns.display()))?;
+            load.run_here(stop)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
+    }
+
+    fn run_here(&self, stop: Arc<AtomicBool>) -> Result<LoadReport> {
         let rt = runtime(self.threads)?;
         rt.block_on(async {
             let started = Instant::now();

@@ -15,6 +15,9 @@ use k8s_cri::v1::ContainerState;
 use wasmkube_e2e::cri::{ContainerSpec, CriNode, Pod, HANDLER};
 use wasmkube_e2e::fixtures::{image, HTTP_HELLO};
 use wasmkube_e2e::http::{get, get_when_up, Load};
+use wasmkube_e2e::repo_root;
+use wasmkube_operator::api::WasmApp;
+use wasmkube_operator::reconcile::resources::{deployment, Module};
 
 /// CRI nodes share this process's bridge name: one at a time.
 static NODE: Mutex<()> = Mutex::new(());
@@ -26,16 +29,14 @@ fn node() -> (CriNode, std::sync::MutexGuard<'static, ()>) {
     (node, guard)
 }
 
-/// Starts http-hello in a new pod with `annotations`; returns the pod, the container id and
+/// Starts http-hello in a new pod with `annotations` (as pod annotations, which containerd
+/// passes to the container as the kubelet's would be); returns the pod, the container id and
 /// the address it serves on, once it answers.
 fn serve(n: &CriNode, name: &str, annotations: &[(&str, &str)]) -> (Pod, String, SocketAddr) {
-    let pod = n.run_pod(name, HANDLER).unwrap();
+    let pod = n.run_pod_annotated(name, HANDLER, annotations).unwrap();
     let ip = n.pod_ip(&pod).unwrap();
     assert!(!ip.is_empty(), "the pod has an IP");
-    let mut spec = ContainerSpec::new("web", HTTP_HELLO, &[]);
-    for (k, v) in annotations {
-        spec.annotations.insert(k.to_string(), v.to_string());
-    }
+    let spec = ContainerSpec::new("web", HTTP_HELLO, &[]);
     let port = annotations
         .iter()
         .find(|(k, _)| *k == "wasmkube.dev/http-port")
@@ -138,6 +139,7 @@ fn sigterm_under_load_finishes_every_request_in_flight_then_exits_0() {
         connections: 16,
         duration: Duration::from_secs(60),
         threads: 1,
+        netns: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let generator = {
@@ -170,5 +172,52 @@ fn sigterm_under_load_finishes_every_request_in_flight_then_exits_0() {
     );
     let (state, code, _) = n.container_status(&id).unwrap();
     assert_eq!((state, code), (ContainerState::ContainerExited, 0));
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn the_example_wasmapp_gives_pods_that_pass_its_own_readiness_probe() {
+    // What the operator makes of examples/http-hello/wasmapp.yaml...
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/http-hello/wasmapp.yaml")).unwrap();
+    let app: WasmApp = serde_saphyr::from_str(&text).unwrap();
+    app.validate_cel().expect("the example is a valid WasmApp");
+    let module = Module {
+        pinned: "registry.example/wasmkube/http-hello@sha256:00".into(),
+        format: wasmkube_oci::Format::Image,
+    };
+    let d = deployment(&app, &module);
+    let template = d.spec.unwrap().template;
+    let annotations = template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(annotations["wasmkube.dev/http-port"], "8080");
+    assert_eq!(annotations["wasmkube.dev/network"], "none");
+    let container = &template.spec.unwrap().containers[0];
+    let probe = container
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    let probe_path = probe.path.clone().unwrap();
+    let probe_port = match &probe.port {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => *p,
+        other => panic!("probe port {other:?}"),
+    };
+    // ...run on a node: the pod, with exactly those annotations, passes that probe.
+    let (n, _guard) = node();
+    let pairs: Vec<(&str, &str)> = annotations
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (pod, _, addr) = serve(&n, "example", &pairs);
+    assert_eq!(addr.port() as i32, probe_port);
+    let ready = get(addr, &probe_path).unwrap();
+    assert_eq!((ready.status, ready.body.as_str()), (200, "ok\n"));
+    let log = n.log(&pod, "web");
+    assert!(
+        log.contains("10000 ms deadline"),
+        "the example's timeout annotation: {log}"
+    );
     n.remove_pod(&pod).unwrap();
 }

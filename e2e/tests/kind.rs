@@ -38,6 +38,8 @@ fn dry_run_lists_every_scenario_command_in_order() {
         "+ kubectl apply -f ",
         "+ kubectl wait wasmapp/hello --for=condition=Ready",
         "+ kubectl port-forward service/web 18080:8080",
+        "+ kubectl wait wasmapp/http-hello --for=condition=Ready",
+        "+ kubectl port-forward service/http-hello 18081:8080",
         "+ kubectl wait wasmapp/edge-only wasmapp/anywhere --for=condition=Ready",
         "+ kubectl apply -f ",
         "+ kubectl scale wasmapp/hello --replicas=3",

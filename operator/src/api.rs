@@ -62,8 +62,8 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[x_kube(
-    validation = Rule::new("(!has(self.http) && (!has(self.ports) || size(self.ports) == 0)) || (has(self.capabilities) && self.capabilities.network == 'inherit')")
-        .message("serving ports or http needs capabilities.network: inherit (without it a module cannot listen)"),
+    validation = Rule::new("!has(self.ports) || size(self.ports) == 0 || (has(self.capabilities) && self.capabilities.network == 'inherit')")
+        .message("ports needs capabilities.network: inherit (without it a module cannot listen; a wasi:http/proxy component, served by the shim, needs only http)"),
     validation = Rule::new("!has(self.http) || !has(self.ports) || size(self.ports) == 0 || self.ports.exists(p, p.port == self.http.port)")
         .message("http.port must be one of ports[].port"),
     validation = Rule::new("!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.name == v.name))")
@@ -97,6 +97,9 @@ pub struct WasmAppSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<AppPort>,
     /// An HTTP endpoint: its port is exposed by the Service and its health path probes the pods.
+    /// A `wasi:http/proxy` component is served on this port by the shim (pod annotation
+    /// `wasmkube.dev/http-port`); a module that listens itself also needs `ports` and
+    /// `capabilities.network: inherit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSpec>,
     /// Probes; when unset and http.healthPath is set, readiness and liveness probe that path.

@@ -38,14 +38,28 @@ fn a_plain_app_and_a_serving_app_with_inherit_are_accepted() {
 }
 
 #[test]
-fn serving_without_network_inherit_is_refused_with_the_fix() {
+fn listening_ports_without_network_inherit_are_refused_with_the_fix() {
+    let mut a = app("web");
+    a.spec.ports.push(AppPort {
+        name: None,
+        port: 8080,
+        protocol: None,
+    });
+    a.spec.capabilities.network = Network::None;
+    let why = refusal(&a);
+    assert!(
+        why.contains("ports needs capabilities.network: inherit"),
+        "{why}"
+    );
+    assert!(why.contains("wasi:http/proxy component"), "{why}");
+}
+
+#[test]
+fn a_wasi_http_app_needs_no_network_capability() {
+    // The shim serves the component: the module itself opens no socket.
     let mut a = app("web").with_http(8080, "/healthz");
     a.spec.capabilities.network = Network::None;
-    assert!(
-        refusal(&a).contains("needs capabilities.network: inherit"),
-        "{}",
-        refusal(&a)
-    );
+    a.validate_cel().expect("http alone is valid");
 }
 
 #[test]

@@ -83,6 +83,10 @@ pub fn deployment(app: &WasmApp, module: &Module) -> Deployment {
         }
         .into(),
     );
+    if let Some(http) = &spec.http {
+        // A wasi:http component is served by the shim on this port.
+        annotations.insert("wasmkube.dev/http-port".into(), http.port.to_string());
+    }
     if !spec.volumes.is_empty() {
         let mounts: Vec<String> = spec
             .volumes

@@ -59,7 +59,7 @@ pub enum Prepared {
     /// A command component.
     Component(CommandPre<ComponentState>),
     /// A `wasi:http/proxy` component, served over HTTP.
-    Http(wasmtime_wasi_http::p2::bindings::ProxyPre<serve::HttpState>),
+    Http(serve::HttpPre),
 }
 
 /// Store state for core modules.

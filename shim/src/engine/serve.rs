@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+use tokio::signal::unix::Signal;
 use tokio::sync::{oneshot, Semaphore};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
@@ -219,16 +220,31 @@ impl WasiHttpHooks for Hooks {
     }
 }
 
+/// An HTTP component linked and pre-instantiated.
+pub struct HttpPre {
+    pre: ProxyPre<HttpState>,
+    /// Whether it imports `wasi:filesystem/preopens`: if not, requests skip opening the
+    /// preopened directories (an `open` and a `close` each, per request).
+    uses_preopens: bool,
+}
+
 /// Links a component that exports `wasi:http/incoming-handler` against WASI and wasi:http and
 /// pre-instantiates it.
 pub fn link(
     engine: &wasmtime::Engine,
     component: &wasmtime::component::Component,
-) -> wasmtime::Result<ProxyPre<HttpState>> {
+) -> wasmtime::Result<HttpPre> {
     let mut linker = wasmtime::component::Linker::<HttpState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    ProxyPre::new(linker.instantiate_pre(component)?)
+    let uses_preopens = component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("wasi:filesystem/preopens"));
+    Ok(HttpPre {
+        pre: ProxyPre::new(linker.instantiate_pre(component)?)?,
+        uses_preopens,
+    })
 }
 
 /// What a component exports, as far as serving goes.
@@ -310,6 +326,67 @@ impl ErrorLog {
     }
 }
 
+/// The per-request log: lines are appended to a buffer that a thread writes to stderr every
+/// [`RequestLog::FLUSH`], one write for many lines, so logging costs a request a formatted
+/// line and a short lock rather than a write to the container's log pipe.
+struct RequestLog {
+    buffer: std::sync::Mutex<Vec<u8>>,
+    dropped: AtomicU64,
+}
+
+impl RequestLog {
+    const FLUSH: Duration = Duration::from_millis(100);
+    /// Most bytes waiting; beyond it lines are counted, not kept (a stalled log reader must
+    /// not grow the server's memory).
+    const MAX: usize = 4 << 20;
+
+    /// A log with its flushing thread (which ends with the process).
+    fn start() -> Arc<RequestLog> {
+        let log = Arc::new(RequestLog {
+            buffer: std::sync::Mutex::new(Vec::with_capacity(64 << 10)),
+            dropped: AtomicU64::new(0),
+        });
+        let flusher = log.clone();
+        let spawned = std::thread::Builder::new()
+            .name("request-log".into())
+            .spawn(move || loop {
+                std::thread::sleep(Self::FLUSH);
+                flusher.flush();
+            });
+        if let Err(e) = spawned {
+            eprintln!("wasmkube: cannot start the request log's thread: {e}");
+        }
+        log
+    }
+
+    fn line(&self, line: std::fmt::Arguments<'_>) {
+        use std::io::Write as _;
+        let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        if buffer.len() >= Self::MAX {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let _ = buffer.write_fmt(line);
+    }
+
+    fn flush(&self) {
+        use std::io::Write as _;
+        let lines = {
+            let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *buffer, Vec::with_capacity(64 << 10))
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(&lines);
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let _ = writeln!(
+                stderr,
+                "wasmkube: {dropped} request log lines dropped (log too slow)"
+            );
+        }
+    }
+}
+
 /// Everything the request handlers share.
 struct Server {
     engine: wasmtime::Engine,
@@ -321,26 +398,25 @@ struct Server {
     waiting: AtomicUsize,
     queue: usize,
     timeout: Duration,
-    log_requests: bool,
+    requests: Option<Arc<RequestLog>>,
     errors: ErrorLog,
     started: Instant,
 }
 
 impl Server {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let Some(log) = self.requests.clone() else {
+            return self.admit_and_run(request).await;
+        };
         let begun = Instant::now();
-        let line = self
-            .log_requests
-            .then(|| format!("{} {}", request.method(), request.uri()));
+        let (method, uri) = (request.method().clone(), request.uri().clone());
         let response = self.admit_and_run(request).await;
-        if let Some(line) = line {
-            eprintln!(
-                "wasmkube: {} {line} {} {}us",
-                self.what,
-                response.status().as_u16(),
-                begun.elapsed().as_micros()
-            );
-        }
+        log.line(format_args!(
+            "wasmkube: {} {method} {uri} {} {}us\n",
+            self.what,
+            response.status().as_u16(),
+            begun.elapsed().as_micros()
+        ));
         response
     }
 
@@ -523,7 +599,7 @@ fn busy() -> Response<Body> {
 /// Returns 1 when the port cannot be opened.
 pub fn serve(
     engine: &wasmtime::Engine,
-    pre: ProxyPre<HttpState>,
+    pre: HttpPre,
     setup: &WasiSetup,
     limiter: Limiter,
     what: &str,
@@ -557,22 +633,37 @@ pub fn serve(
     }
     let settings = &setup.http;
     let concurrency = settings.concurrency();
+    let mut request_setup = setup.clone();
+    if !pre.uses_preopens {
+        request_setup.preopens.clear();
+    }
     let server = Arc::new(Server {
         engine: engine.clone(),
-        pre,
-        setup: setup.clone(),
+        pre: pre.pre,
+        setup: request_setup,
         limiter,
         what: what.to_string(),
         slots: Arc::new(Semaphore::new(concurrency as usize)),
         waiting: AtomicUsize::new(0),
         queue: settings.queue() as usize,
         timeout: Duration::from_millis(settings.timeout_ms),
-        log_requests: settings.log_requests,
+        requests: settings.log_requests.then(RequestLog::start),
         errors: ErrorLog::new(),
         started: Instant::now(),
     });
     let port = settings.port;
     runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("wasmkube: {what}: cannot handle SIGTERM: {e}");
+                return 1;
+            }
+        };
         let listener = match listen(port) {
             Ok(l) => l,
             Err(e) => {
@@ -585,10 +676,14 @@ pub fn serve(
              {} ms deadline)",
             settings.timeout_ms
         );
-        accept_until_stopped(listener, server.clone()).await;
-        // Every request task holds a slot until it is done: taking them all waits for the
-        // last one.
-        let _ = server.slots.acquire_many(concurrency).await;
+        if accept_until_stopped(listener, server.clone(), signals).await {
+            // Every request task holds a slot until it is done: taking them all waits for
+            // the last one.
+            let _ = server.slots.acquire_many(concurrency).await;
+        }
+        if let Some(log) = &server.requests {
+            log.flush();
+        }
         0
     })
 }
@@ -603,16 +698,13 @@ fn listen(port: u16) -> std::io::Result<tokio::net::TcpListener> {
 
 /// Accepts connections until the first SIGTERM or SIGINT, then stops accepting and lets every
 /// open connection finish its request in flight (keep-alive connections are closed after it).
-/// A second signal stops waiting.
-async fn accept_until_stopped(listener: tokio::net::TcpListener, server: Arc<Server>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("wasmkube: {}: cannot handle SIGTERM", server.what);
-        return;
-    };
+/// A second signal stops waiting. Returns whether the drain should be completed (false after
+/// a second signal).
+async fn accept_until_stopped(
+    listener: tokio::net::TcpListener,
+    server: Arc<Server>,
+    (mut term, mut int): (Signal, Signal),
+) -> bool {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let http = hyper::server::conn::http1::Builder::new();
     loop {
@@ -639,9 +731,9 @@ async fn accept_until_stopped(listener: tokio::net::TcpListener, server: Arc<Ser
     }
     drop(listener);
     tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = graceful.shutdown() => true,
+        _ = term.recv() => false,
+        _ = int.recv() => false,
     }
 }
 
@@ -696,6 +788,27 @@ mod tests {
         for (v, ms) in [("2s", 2000), ("3", 3000), ("1m", 60_000), ("15ms", 15)] {
             assert_eq!(parse_duration_ms(v), Some(ms), "{v}");
         }
+    }
+
+    #[test]
+    fn components_are_told_apart_by_their_http_exports() {
+        let engine = crate::engine::EngineSetup::default().build().unwrap();
+        let exporting = |name: &str| {
+            let text = format!(r#"(component (instance $i) (export "{name}" (instance $i)))"#);
+            let bytes = wat::parse_str(&text).unwrap();
+            let component = wasmtime::component::Component::new(&engine, bytes).unwrap();
+            exports(&engine, &component)
+        };
+        assert_eq!(
+            exporting("wasi:http/incoming-handler@0.2.12"),
+            Exports::HttpProxy
+        );
+        assert_eq!(
+            exporting("wasi:http/incoming-handler@0.2.0"),
+            Exports::HttpProxy
+        );
+        assert_eq!(exporting("wasi:http/handler@0.3.0"), Exports::HttpP3);
+        assert_eq!(exporting("wasi:cli/run@0.2.0"), Exports::Other);
     }
 
     #[test]

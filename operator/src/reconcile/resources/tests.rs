@@ -155,6 +155,8 @@ fn resources_capabilities_and_volumes_reach_the_pod_template() {
     let ann = pod_annotations(&d);
     assert_eq!(ann["wasmkube.dev/network"], "inherit");
     assert_eq!(ann["wasmkube.dev/mounts"], "/conf:ro,/data:rw");
+    // The shim serves a wasi:http component on the http port.
+    assert_eq!(ann["wasmkube.dev/http-port"], "8080");
     assert_eq!(
         c.image.as_deref(),
         Some("registry.example/apps/web@sha256:bb")
