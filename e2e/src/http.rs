@@ -200,20 +200,30 @@ impl Load {
 
     fn run_here(&self, stop: Arc<AtomicBool>) -> Result<LoadReport> {
         let rt = runtime(self.threads)?;
+        let request = Arc::new(
+            format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", self.path, self.addr).into_bytes(),
+        );
         rt.block_on(async {
             let started = Instant::now();
             let end = started + self.duration;
             let mut tasks = Vec::new();
             for _ in 0..self.connections {
-                let (addr, path, stop) = (self.addr, self.path.clone(), stop.clone());
+                let (addr, request, stop) = (self.addr, request.clone(), stop.clone());
                 tasks.push(tokio::spawn(async move {
                     let mut report = LoadReport::default();
-                    let mut sender = None;
+                    let mut open: Option<tokio::net::TcpStream> = None;
+                    let mut buffer = Vec::with_capacity(4096);
                     while Instant::now() < end && !stop.load(Ordering::SeqCst) {
-                        let s = match sender.take() {
+                        let mut stream = match open.take() {
+                            // Closed by the server between requests (keep-alive ended): not a
+                            // request lost; connect again.
+                            Some(s) if closed_by_peer(&s) => continue,
                             Some(s) => s,
-                            None => match connect(addr).await {
-                                Ok(s) => s,
+                            None => match tokio::net::TcpStream::connect(addr).await {
+                                Ok(s) => {
+                                    let _ = s.set_nodelay(true);
+                                    s
+                                }
                                 Err(_) => {
                                     report.refused += 1;
                                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -221,37 +231,20 @@ impl Load {
                                 }
                             },
                         };
-                        let mut s: hyper::client::conn::http1::SendRequest<Empty<Bytes>> = s;
-                        if s.ready().await.is_err() {
-                            // Closed by the server between requests (keep-alive ended): not a
-                            // request lost; connect again.
-                            continue;
-                        }
                         let sent = Instant::now();
-                        let answered = async {
-                            let response = s.send_request(request(addr, &path)).await?;
-                            let status = response.status().as_u16();
-                            let close = response
-                                .headers()
-                                .get(hyper::header::CONNECTION)
-                                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-                            response.into_body().collect().await?;
-                            Ok::<_, hyper::Error>((status, close))
-                        }
-                        .await;
-                        match answered {
-                            Ok((status, close)) => {
+                        match exchange(&mut stream, &request, &mut buffer).await {
+                            Ok(head) => {
                                 report.latencies_us.push(sent.elapsed().as_micros() as u64);
-                                if (200..300).contains(&status) {
+                                if (200..300).contains(&head.status) {
                                     report.ok += 1;
                                 } else {
                                     report.merge(LoadReport {
-                                        other: vec![(status, 1)],
+                                        other: vec![(head.status, 1)],
                                         ..Default::default()
                                     });
                                 }
-                                if !close {
-                                    sender = Some(s);
+                                if !head.close {
+                                    open = Some(stream);
                                 }
                             }
                             Err(_) => report.cut_off += 1,
@@ -268,5 +261,145 @@ impl Load {
             total.latencies_us.sort_unstable();
             Ok(total)
         })
+    }
+}
+
+/// Whether the server has closed an idle keep-alive connection (EOF readable without
+/// blocking).
+fn closed_by_peer(stream: &tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Ok(0))
+}
+
+/// The parts of a response the load generator needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Status code.
+    pub status: u16,
+    /// Whether the server closes the connection after this response.
+    pub close: bool,
+}
+
+/// Sends `request` and reads one whole response (the generator's own lean HTTP/1.1 client:
+/// a client as cheap as wrk leaves the shared cores to the server).
+async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<Head> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await?;
+    buffer.clear();
+    loop {
+        match parse_response(buffer) {
+            Ok(Some((head, _))) => return Ok(head),
+            Ok(None) => {}
+            Err(why) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why)),
+        }
+        if stream.read_buf(buffer).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// Parses one HTTP/1.1 response at the start of `bytes`: `Ok(None)` while incomplete, else its
+/// head and length. Bodies are framed by `content-length` or chunked encoding (without
+/// trailers), as hyper sends them.
+pub fn parse_response(bytes: &[u8]) -> std::result::Result<Option<(Head, usize)>, String> {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&bytes[..end]).map_err(|e| e.to_string())?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let (mut length, mut chunked, mut close) = (None, false, status_line.starts_with("HTTP/1.0"));
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("bad header {line:?}"));
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                length = Some(value.parse::<usize>().map_err(|e| e.to_string())?);
+            }
+            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+            "connection" => close = value.eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+    let head = Head { status, close };
+    let mut at = end + 4;
+    if chunked {
+        loop {
+            let Some(line_end) = bytes[at..].windows(2).position(|w| w == b"\r\n") else {
+                return Ok(None);
+            };
+            let size_text =
+                std::str::from_utf8(&bytes[at..at + line_end]).map_err(|e| e.to_string())?;
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+            at += line_end + 2;
+            if bytes.len() < at + size + 2 {
+                return Ok(None);
+            }
+            if &bytes[at + size..at + size + 2] != b"\r\n" {
+                return Err("chunk not followed by CRLF".into());
+            }
+            at += size + 2;
+            if size == 0 {
+                return Ok(Some((head, at)));
+            }
+        }
+    }
+    let length = length.unwrap_or(0);
+    Ok((bytes.len() >= at + length).then_some((head, at + length)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_framed_by_length_or_chunks_and_incomplete_ones_wait() {
+        let fixed = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        assert_eq!(
+            parse_response(fixed).unwrap(),
+            Some((
+                Head {
+                    status: 200,
+                    close: false
+                },
+                fixed.len()
+            ))
+        );
+        assert_eq!(parse_response(&fixed[..fixed.len() - 1]).unwrap(), None);
+        let chunked =
+            b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n3\r\n!!!\r\n0\r\n\r\n";
+        assert_eq!(
+            parse_response(chunked).unwrap(),
+            Some((
+                Head {
+                    status: 500,
+                    close: true
+                },
+                chunked.len()
+            ))
+        );
+        for cut in [20, chunked.len() - 3, chunked.len() - 1] {
+            assert_eq!(parse_response(&chunked[..cut]).unwrap(), None, "{cut}");
+        }
+        // A second response pipelined behind the first is not consumed.
+        let two = [&fixed[..], &fixed[..]].concat();
+        assert_eq!(parse_response(&two).unwrap().unwrap().1, fixed.len());
+        assert!(parse_response(b"SSH-2.0\r\n\r\n").is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").is_err()
+        );
     }
 }
