@@ -128,16 +128,22 @@ pub struct LoadReport {
     pub refused: u64,
     /// Requests sent whose answer never came (connection closed or reset mid-request).
     pub cut_off: u64,
-    /// Latency of every answered request, in microseconds, sorted.
+    /// Latency of every request answered with 2xx, in microseconds, sorted.
     pub latencies_us: Vec<u64>,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
 
 impl LoadReport {
-    /// Answered requests per second.
+    /// Requests answered with 2xx per second.
     pub fn rps(&self) -> f64 {
-        self.latencies_us.len() as f64 / self.elapsed.as_secs_f64()
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Requests that got no 2xx answer (other statuses and cut-offs; refused connects are
+    /// not requests).
+    pub fn errors(&self) -> u64 {
+        self.cut_off + self.other.iter().map(|(_, n)| n).sum::<u64>()
     }
 
     /// Latency at quantile `q` (0..=1) in milliseconds (nearest rank).
@@ -234,8 +240,8 @@ impl Load {
                         let sent = Instant::now();
                         match exchange(&mut stream, &request, &mut buffer).await {
                             Ok(head) => {
-                                report.latencies_us.push(sent.elapsed().as_micros() as u64);
                                 if (200..300).contains(&head.status) {
+                                    report.latencies_us.push(sent.elapsed().as_micros() as u64);
                                     report.ok += 1;
                                 } else {
                                     report.merge(LoadReport {
@@ -324,12 +330,17 @@ pub fn parse_response(bytes: &[u8]) -> std::result::Result<Option<(Head, usize)>
             return Err(format!("bad header {line:?}"));
         };
         let value = value.trim();
+        let has = |token: &str| {
+            value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => {
                 length = Some(value.parse::<usize>().map_err(|e| e.to_string())?);
             }
-            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-            "connection" => close = value.eq_ignore_ascii_case("close"),
+            "transfer-encoding" => chunked = has("chunked"),
+            "connection" => close = has("close"),
             _ => {}
         }
     }
@@ -345,7 +356,11 @@ pub fn parse_response(bytes: &[u8]) -> std::result::Result<Option<(Head, usize)>
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| format!("bad chunk size {size_text:?}"))?;
             at += line_end + 2;
-            if bytes.len() < at + size + 2 {
+            let chunk_end = at
+                .checked_add(size)
+                .and_then(|n| n.checked_add(2))
+                .ok_or_else(|| format!("chunk size {size_text:?} too large"))?;
+            if bytes.len() < chunk_end {
                 return Ok(None);
             }
             if &bytes[at + size..at + size + 2] != b"\r\n" {
@@ -398,6 +413,21 @@ mod tests {
         let two = [&fixed[..], &fixed[..]].concat();
         assert_eq!(parse_response(&two).unwrap().unwrap().1, fixed.len());
         assert!(parse_response(b"SSH-2.0\r\n\r\n").is_err());
+        let listed = b"HTTP/1.1 200 OK\r\nconnection: keep-alive, close\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(
+            parse_response(listed).unwrap(),
+            Some((
+                Head {
+                    status: 200,
+                    close: true
+                },
+                listed.len()
+            ))
+        );
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n"
+        )
+        .is_err());
         assert!(
             parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").is_err()
         );

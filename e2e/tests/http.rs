@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::ContainerState;
+use wasmkube_e2e::containerd::shim_binary;
 use wasmkube_e2e::cri::{ContainerSpec, CriNode, Pod, HANDLER};
 use wasmkube_e2e::fixtures::{image, HTTP_HELLO};
 use wasmkube_e2e::http::{get, get_when_up, Load};
 use wasmkube_e2e::repo_root;
+use wasmkube_e2e::wasm::{rust_module, Target};
 use wasmkube_operator::api::WasmApp;
 use wasmkube_operator::reconcile::resources::{deployment, Module};
 
@@ -156,8 +158,7 @@ fn sigterm_under_load_finishes_every_request_in_flight_then_exits_0() {
     stop.store(true, Ordering::SeqCst);
     let report = generator.join().unwrap().unwrap();
     eprintln!("{}", report.json());
-    assert_eq!(report.cut_off, 0, "requests cut off: {}", report.json());
-    assert!(report.other.is_empty(), "{}", report.json());
+    assert_eq!(report.errors(), 0, "requests cut off: {}", report.json());
     assert!(
         report.ok >= 32,
         "two rounds of 16 answered: {}",
@@ -170,6 +171,39 @@ fn sigterm_under_load_finishes_every_request_in_flight_then_exits_0() {
         stopped_after < Duration::from_secs(5),
         "stop took {stopped_after:?}"
     );
+    let (state, code, _) = n.container_status(&id).unwrap();
+    assert_eq!((state, code), (ContainerState::ContainerExited, 0));
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn sigterm_under_fast_load_cuts_off_nothing() {
+    // Short requests back to back on keep-alive connections: at SIGTERM some connections are
+    // between requests, some in the accept queue, some mid-request.
+    let (n, _guard) = node();
+    let (pod, id, addr) = serve(&n, "fast", &[]);
+    let load = Load {
+        addr,
+        path: "/".into(),
+        connections: 16,
+        duration: Duration::from_secs(60),
+        threads: 1,
+        netns: None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let generator = {
+        let stop = stop.clone();
+        std::thread::spawn(move || load.run(stop))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    n.stop_container(&id, 10).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let report = generator.join().unwrap().unwrap();
+    eprintln!("{}", report.json());
+    assert_eq!(report.errors(), 0, "{}", report.json());
+    assert!(report.ok > 500, "{}", report.json());
+    assert!(report.refused > 0, "new connections refused after SIGTERM");
     let (state, code, _) = n.container_status(&id).unwrap();
     assert_eq!((state, code), (ContainerState::ContainerExited, 0));
     n.remove_pod(&pod).unwrap();
@@ -220,4 +254,48 @@ fn the_example_wasmapp_gives_pods_that_pass_its_own_readiness_probe() {
         "the example's timeout annotation: {log}"
     );
     n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn run_mode_serves_a_component_on_the_env_port_and_drains_on_sigterm() {
+    // The `--run` path (the benchmark's baseline, and `wasmkube run`): no containerd, no root.
+    let module = rust_module("http_hello", Target::P2).unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut server = std::process::Command::new(shim_binary().unwrap())
+        .arg("--run")
+        .arg(&module)
+        .env("PORT", port.to_string())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let answer = get_when_up(addr, "/", Duration::from_secs(10));
+    let slow = std::thread::spawn(move || get(addr, "/sleep?ms=800"));
+    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM with a request in flight: it is answered, then the server exits 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let slow = slow.join().unwrap();
+    let status = server.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(server.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let answer = answer.unwrap_or_else(|e| panic!("{e:#}\n{stderr}"));
+    assert_eq!(answer.status, 200, "{stderr}");
+    assert_eq!(answer.body, "Hello from wasmkube\nGET /\n");
+    let slow = slow.unwrap();
+    assert_eq!((slow.status, slow.body.as_str()), (200, "slept 800 ms\n"));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("serving wasi:http on port {port}")),
+        "{stderr}"
+    );
+    // Nothing listens any more.
+    assert!(std::net::TcpStream::connect(addr).is_err());
 }

@@ -139,8 +139,13 @@ impl wasmtime::ResourceLimiter for Limiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Wasmtime refuses growth past the declared maximum after asking us: refuse it here
+        // so nothing is booked for it.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         Ok(self.grow(current as u64, desired as u64))
     }
 
@@ -148,9 +153,9 @@ impl wasmtime::ResourceLimiter for Limiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > MAX_TABLE_ELEMENTS {
+        if desired as u64 > MAX_TABLE_ELEMENTS || maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
         Ok(self.grow(
@@ -268,6 +273,11 @@ mod tests {
         let mut c = first.clone();
         assert!(c.memory_growing(0, m(10 * MIB), None).unwrap());
         drop((b, c));
+        assert_eq!(first.total_used(), 0);
+        // Growth past a declared maximum is refused without booking anything.
+        let mut d = first.clone();
+        assert!(!d.memory_growing(0, m(MIB), Some(m(MIB) - 1)).unwrap());
+        assert!(!d.table_growing(0, 10, Some(9)).unwrap());
         assert_eq!(first.total_used(), 0);
     }
 

@@ -121,8 +121,10 @@ pub unsafe fn prepare(
                 }
                 serve::Exports::HttpP3 => {
                     return Err(format!(
-                        "{what} exports wasi:http/handler from WASI 0.3, which this runtime does                          not run yet; build it for WASI 0.2 (wasi:http/proxy,                          wasi:http/incoming-handler@0.2.x)"
-                    ))
+                    "{what} exports wasi:http/handler from WASI 0.3, which this runtime does not \
+                         run yet; build it for WASI 0.2 (wasi:http/proxy, \
+                         wasi:http/incoming-handler@0.2.x)"
+                ))
                 }
                 serve::Exports::Other => {}
             }

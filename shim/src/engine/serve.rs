@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,10 @@ pub struct HttpSettings {
     pub timeout_ms: u64,
     /// One log line per request.
     pub log_requests: bool,
+    /// Why the port from the environment is unusable: reported when an HTTP component is
+    /// served (a command module with an odd `PORT` is not refused for it).
+    #[serde(default)]
+    pub port_error: Option<String>,
 }
 
 impl Default for HttpSettings {
@@ -78,6 +83,7 @@ impl Default for HttpSettings {
             queue: None,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             log_requests: false,
+            port_error: None,
         }
     }
 }
@@ -102,13 +108,19 @@ impl HttpSettings {
         let mut settings = HttpSettings::default();
         if let Some(v) = annotations.get(PORT) {
             settings.port = parse_port(v).ok_or_else(|| bad(PORT, v, "must be a port, 1-65535"))?;
-        } else if let Some(v) = env_var(PORT_ENV).or_else(|| env_var("PORT")) {
-            settings.port = parse_port(v).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "container {id}: environment variable {PORT_ENV} or PORT={v:?} must be a \
-                     port, 1-65535"
-                ))
-            })?;
+        } else if let Some((name, v)) = env_var(PORT_ENV)
+            .map(|v| (PORT_ENV, v))
+            .or_else(|| env_var("PORT").map(|v| ("PORT", v)))
+        {
+            match parse_port(v) {
+                Some(port) => settings.port = port,
+                None => {
+                    settings.port_error = Some(format!(
+                        "container {id}: environment variable {name}={v:?} must be a port, \
+                         1-65535 (or set the annotation {PORT})"
+                    ))
+                }
+            }
         }
         let count = |key: &str, max: u32| -> Result<Option<u32>> {
             match annotations.get(key) {
@@ -276,6 +288,57 @@ pub fn exports(engine: &wasmtime::Engine, component: &wasmtime::component::Compo
 /// A request's response body.
 type Body = HyperOutgoingBody;
 
+/// A guest's response body that ends cleanly only if the guest's handler succeeded. When the
+/// guest traps (or hits its deadline) after setting its response, the body it was writing just
+/// stops; without this check a chunked response would end with its last chunk and the client
+/// would take a truncated body for a whole one. With it, hyper aborts the connection.
+struct Checked {
+    body: Body,
+    /// Whether the handler finished without error; `None` once read.
+    done: Option<oneshot::Receiver<bool>>,
+}
+
+impl hyper::body::Body for Checked {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(None) => {}
+            other => return other,
+        }
+        let Some(done) = this.done.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let succeeded = match std::pin::Pin::new(done).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result.unwrap_or(false),
+        };
+        this.done = None;
+        if succeeded {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                "the handler failed while writing its response body".into(),
+            )))))
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Only known at the end, after the handler's result.
+        false
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 fn text(status: StatusCode, message: &str) -> Response<Body> {
     let mut response = Response::new(
         Full::new(Bytes::from(format!("{message}\n")))
@@ -401,22 +464,41 @@ struct Server {
     requests: Option<Arc<RequestLog>>,
     errors: ErrorLog,
     started: Instant,
+    /// Set at SIGTERM: every response closes its connection.
+    draining: AtomicBool,
+    /// Connections open now.
+    open: AtomicUsize,
+    /// When the last request came in, in ms since `started`.
+    last_request: AtomicU64,
 }
 
 impl Server {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        let Some(log) = self.requests.clone() else {
-            return self.admit_and_run(request).await;
-        };
-        let begun = Instant::now();
-        let (method, uri) = (request.method().clone(), request.uri().clone());
-        let response = self.admit_and_run(request).await;
-        log.line(format_args!(
-            "wasmkube: {} {method} {uri} {} {}us\n",
-            self.what,
-            response.status().as_u16(),
-            begun.elapsed().as_micros()
-        ));
+        self.last_request
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let logged = self.requests.as_ref().map(|_| {
+            (
+                Instant::now(),
+                request.method().clone(),
+                request.uri().clone(),
+            )
+        });
+        let mut response = self.admit_and_run(request).await;
+        if self.draining.load(Ordering::SeqCst) {
+            // Stopping: the client must not send another request on this connection.
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
+        if let (Some(log), Some((begun, method, uri))) = (&self.requests, logged) {
+            log.line(format_args!(
+                "wasmkube: {} {method} {uri} {} {}us\n",
+                self.what,
+                response.status().as_u16(),
+                begun.elapsed().as_micros()
+            ));
+        }
         response
     }
 
@@ -424,14 +506,13 @@ impl Server {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                // Counted while waiting; the guard also uncounts a request whose client went
+                // away (hyper drops this future then).
+                let _waiting = Waiting::enter(&self.waiting);
+                if _waiting.ahead >= self.queue {
                     return busy();
                 }
-                let waited =
-                    tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned()).await;
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                match waited {
+                match tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned()).await {
                     Ok(Ok(p)) => p,
                     _ => return busy(),
                 }
@@ -480,20 +561,31 @@ impl Server {
         // Blocked host calls (a sleep, a read) never reach an epoch check: the wall clock
         // bounds the whole request too, with one tick of slack.
         let limit = self.timeout + EPOCH_TICK;
+        let (done_tx, done_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             // The slot is held until the guest is done, body included.
             let _permit = permit;
-            tokio::time::timeout(limit, async {
+            let result = tokio::time::timeout(limit, async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, out)
                     .await
             })
-            .await
+            .await;
+            let _ = done_tx.send(matches!(result, Ok(Ok(()))));
+            result
         });
         match rx.await {
-            Ok(Ok(response)) => response,
+            // The body streams while the guest runs on: if the guest then fails, the body
+            // must not end as if complete.
+            Ok(Ok(response)) => response.map(|body| {
+                Checked {
+                    body,
+                    done: Some(done_rx),
+                }
+                .boxed_unsync()
+            }),
             Ok(Err(code)) => {
                 self.errors.log(
                     self.started,
@@ -526,6 +618,9 @@ impl Server {
                     ),
                 };
                 self.errors.log(self.started, &self.what, &why);
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    return busy();
+                }
                 let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
                 text(status, &format!("{} {reason}", status.as_u16()))
             }
@@ -548,7 +643,10 @@ impl Server {
                 format!("the request trapped: {trap}"),
             ),
             // The pool has no free instance slot: the server is full, not broken.
-            None if flat.contains("maximum concurrent") => {
+            None if e
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some() =>
+            {
                 (StatusCode::SERVICE_UNAVAILABLE, format!("busy: {flat}"))
             }
             None => (
@@ -579,6 +677,26 @@ impl Server {
         });
         store.set_epoch_deadline(1);
         Ok(store)
+    }
+}
+
+/// A request waiting for a slot, counted in `Server::waiting` until dropped.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    /// How many were waiting before this one.
+    ahead: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        let ahead = count.fetch_add(1, Ordering::SeqCst);
+        Waiting { count, ahead }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -632,6 +750,10 @@ pub fn serve(
         return 1;
     }
     let settings = &setup.http;
+    if let Some(why) = &settings.port_error {
+        eprintln!("wasmkube: {what}: {why}");
+        return 1;
+    }
     let concurrency = settings.concurrency();
     let mut request_setup = setup.clone();
     if !pre.uses_preopens {
@@ -650,15 +772,18 @@ pub fn serve(
         requests: settings.log_requests.then(RequestLog::start),
         errors: ErrorLog::new(),
         started: Instant::now(),
+        draining: AtomicBool::new(false),
+        open: AtomicUsize::new(0),
+        last_request: AtomicU64::new(0),
     });
     let port = settings.port;
     runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let signals = match (
+        let mut signals = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) {
-            (Ok(term), Ok(int)) => (term, int),
+            (Ok(term), Ok(int)) => Signals { term, int },
             (Err(e), _) | (_, Err(e)) => {
                 eprintln!("wasmkube: {what}: cannot handle SIGTERM: {e}");
                 return 1;
@@ -676,10 +801,13 @@ pub fn serve(
              {} ms deadline)",
             settings.timeout_ms
         );
-        if accept_until_stopped(listener, server.clone(), signals).await {
+        if serve_until_stopped(listener, server.clone(), &mut signals).await {
             // Every request task holds a slot until it is done: taking them all waits for
             // the last one.
-            let _ = server.slots.acquire_many(concurrency).await;
+            tokio::select! {
+                _ = server.slots.acquire_many(concurrency) => {}
+                _ = signals.next() => {}
+            }
         }
         if let Some(log) = &server.requests {
             log.flush();
@@ -687,6 +815,26 @@ pub fn serve(
         0
     })
 }
+
+/// SIGTERM and SIGINT, handled from the start of serving to the exit.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// A connection with no new request for this long is idle and is closed once stopping.
+const QUIET: Duration = Duration::from_millis(250);
+/// A client that has not sent its request's headers within this long is disconnected.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn listen(port: u16) -> std::io::Result<tokio::net::TcpListener> {
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
@@ -696,44 +844,71 @@ fn listen(port: u16) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(1024)
 }
 
-/// Accepts connections until the first SIGTERM or SIGINT, then stops accepting and lets every
-/// open connection finish its request in flight (keep-alive connections are closed after it).
-/// A second signal stops waiting. Returns whether the drain should be completed (false after
-/// a second signal).
-async fn accept_until_stopped(
+/// Serves connections until the first SIGTERM or SIGINT, then stops without cutting off a
+/// request: every response from then on closes its connection; the connections already
+/// waiting in the accept queue are taken and served; the listener closes (new connections are
+/// refused); once no request has come in for [`QUIET`], the idle connections are closed and
+/// the busy ones after their answer. A second signal, or the request deadline passing, stops
+/// waiting. Returns whether the request tasks should still be awaited (false after a second
+/// signal).
+async fn serve_until_stopped(
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
-    (mut term, mut int): (Signal, Signal),
+    signals: &mut Signals,
 ) -> bool {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let http = hyper::server::conn::http1::Builder::new();
-    loop {
-        let stream = tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                // Out of fds and the like: wait a little rather than spin.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let serve = |stream: tokio::net::TcpStream| {
         let _ = stream.set_nodelay(true);
-        let server = server.clone();
+        let handler = server.clone();
         let service = hyper::service::service_fn(move |request| {
-            let server = server.clone();
-            async move { Ok::<_, Infallible>(server.handle(request).await) }
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.handle(request).await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(connection);
+        server.open.fetch_add(1, Ordering::SeqCst);
+        let counted = server.clone();
+        tokio::spawn(async move {
+            let _ = connection.await;
+            counted.open.fetch_sub(1, Ordering::SeqCst);
+        });
+    };
+    loop {
+        tokio::select! {
+            _ = signals.next() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => serve(stream),
+                // Out of fds and the like: wait a little rather than spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+        }
+    }
+    server.draining.store(true, Ordering::SeqCst);
+    // Connections the kernel has completed are in the queue with their requests: closing the
+    // listener would reset them.
+    while let Ok(Ok((stream, _))) =
+        tokio::time::timeout(Duration::from_millis(1), listener.accept()).await
+    {
+        serve(stream);
     }
     drop(listener);
+    let quiet = async {
+        loop {
+            let last = Duration::from_millis(server.last_request.load(Ordering::Relaxed));
+            if server.open.load(Ordering::SeqCst) == 0 || server.started.elapsed() > last + QUIET {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Idle connections close now, busy ones after their answer.
+        graceful.shutdown().await;
+    };
     tokio::select! {
-        _ = graceful.shutdown() => true,
-        _ = term.recv() => false,
-        _ = int.recv() => false,
+        _ = quiet => true,
+        _ = tokio::time::sleep(server.timeout + QUIET + Duration::from_secs(1)) => true,
+        _ = signals.next() => false,
     }
 }
 
@@ -783,6 +958,7 @@ mod tests {
                 queue: Some(2),
                 timeout_ms: 250,
                 log_requests: true,
+                port_error: None,
             }
         );
         for (v, ms) in [("2s", 2000), ("3", 3000), ("1m", 60_000), ("15ms", 15)] {
@@ -832,10 +1008,14 @@ mod tests {
                 "{key}={value}: {err}"
             );
         }
+        // A bad PORT does not refuse the container (a command module may use PORT for
+        // anything); it is reported if the module turns out to be an HTTP component.
         let env = vec![("PORT".to_string(), "eighty".to_string())];
-        let err = HttpSettings::from_container(&annotations(&[]), &env, "web")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("PORT=\"eighty\""), "{err}");
+        let odd = HttpSettings::from_container(&annotations(&[]), &env, "web").unwrap();
+        let why = odd.port_error.unwrap();
+        assert!(
+            why.contains("container web") && why.contains("PORT=\"eighty\"") && why.contains(PORT),
+            "{why}"
+        );
     }
 }
