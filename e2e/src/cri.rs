@@ -15,12 +15,12 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     AttachRequest, AuthConfig, ContainerConfig, ContainerMetadata, ContainerState,
     ContainerStatsRequest, ContainerStatusRequest, CreateContainerRequest, ExecRequest,
-    ExecSyncRequest, ImageSpec, KeyValue, LinuxContainerConfig, LinuxContainerResources,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest, PodSandboxStatusRequest,
-    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
-    UpdateContainerResourcesRequest,
+    ExecSyncRequest, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatsRequest, PodSandboxStatusRequest, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -92,6 +92,8 @@ pub struct ContainerSpec {
     pub stdin: bool,
     /// The command, replacing the image entrypoint (empty: the image's).
     pub command: Vec<String>,
+    /// `securityContext.runAsUser` (`None`: the image's user, root here).
+    pub run_as_user: Option<i64>,
 }
 
 impl ContainerSpec {
@@ -453,7 +455,10 @@ impl CriNode {
                     cpu_period: if spec.cpu_quota > 0 { 100_000 } else { 0 },
                     ..Default::default()
                 }),
-                ..Default::default()
+                security_context: spec.run_as_user.map(|uid| LinuxContainerSecurityContext {
+                    run_as_user: Some(Int64Value { value: uid }),
+                    ..Default::default()
+                }),
             }),
             ..Default::default()
         };

@@ -13,7 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use wasmkube_e2e::containerd::{alive, parent_pid};
 use wasmkube_e2e::cri::{native_binary, parse_log, ContainerSpec, CriNode, HANDLER};
 
-use wasmkube_e2e::fixtures::{hello_artifact, image, HELLO_P1, NOT_WASM, PROBE, PROBE_P2, STUB};
+use wasmkube_e2e::fixtures::{
+    hello_artifact, image, HELLO_P1, HELLO_P2, NOT_WASM, PROBE, PROBE_P2, STUB,
+};
 use wasmkube_e2e::image::{Artifact, Image};
 use wasmkube_e2e::registry::Registry;
 
@@ -55,6 +57,34 @@ fn wasm_pod_runs_hello_and_its_logs_are_in_cri_format() {
             "{line}"
         );
     }
+    n.remove_container(&id).unwrap();
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn containers_running_as_a_non_root_user_load_and_run_their_modules() {
+    // The node's module cache and the bundle's rootfs path are root's: the instance process
+    // opens both before it takes the container's user.
+    let (n, _guard) = node(&[HELLO_P1, HELLO_P2, PROBE]);
+    let pod = n.run_pod("nonroot", HANDLER).unwrap();
+    for (name, image) in [("core", HELLO_P1), ("component", HELLO_P2)] {
+        let mut hello = ContainerSpec::new(name, image, &["--exit", "3"]);
+        hello.run_as_user = Some(1000);
+        let (id, code) = n.run_to_exit(&pod, &hello).unwrap();
+        let log = n.log(&pod, name);
+        // A component built by Rust's wasm32-wasip2 std reports any failure as 1.
+        let want = if image == HELLO_P1 { 3 } else { 1 };
+        assert_eq!(code, want, "{name}: {log}");
+        assert!(log.contains("hello from wasmkube"), "{name}: {log}");
+        n.remove_container(&id).unwrap();
+    }
+    // The rootfs is preopened as `/`: the module reads its image's files as that user.
+    let mut reader = ContainerSpec::new("reader", PROBE, &["read", "/etc/passwd"]);
+    reader.run_as_user = Some(1000);
+    let (id, code) = n.run_to_exit(&pod, &reader).unwrap();
+    let log = n.log(&pod, "reader");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("decoy:x:1:1"), "{log}");
     n.remove_container(&id).unwrap();
     n.remove_pod(&pod).unwrap();
 }

@@ -1,4 +1,4 @@
-//! The instance process's sandbox, entered once before any module code is loaded: the pod's
+//! The instance process's sandbox, entered once before any module code runs: the pod's
 //! network namespace (or a new empty one), a private mount namespace, the spec's user,
 //! `no_new_privs`, no capabilities, and a seccomp filter that refuses the syscalls a
 //! container never needs (mounts, namespaces, ptrace, kernel modules, bpf, keyrings...).

@@ -1,7 +1,8 @@
 //! The instance process: one per container, started by the shim as
 //! `containerd-shim-wasmkube-v1 --wasmkube-instance <id>` and placed in the container's cgroup.
-//! It receives its [`Plan`] on fd 3, enters its sandbox ([`crate::isolation`]), links the module
-//! and reports "ready" on fd 4 (so Create fails with a clear error when the module cannot run),
+//! It receives its [`Plan`] on fd 3, loads and links the module and opens its preopened
+//! directories (as root: the node cache and the bundle are root's), enters its sandbox
+//! ([`crate::isolation`]) and reports "ready" on fd 4 (so Create fails with a clear error when the module cannot run),
 //! then waits for the start byte and runs the module with the container's stdio as its own
 //! fds 0–2. After the start byte, fd 3 carries engine-limit updates (one JSON
 //! [`EngineLimits`] per line). Its exit status is the container's.
@@ -81,16 +82,21 @@ fn serve(control: File, mut report: File) -> i32 {
         Ok(plan) => plan,
         Err(e) => return fail(&mut report, &format!("worker got an unreadable plan: {e}")),
     };
-    // First, while this process is still single-threaded and before any module code is
-    // loaded.
-    if let Err(e) = isolation::enter(&plan.sandbox) {
-        return fail(
-            &mut report,
-            &format!("container {}: cannot enter its sandbox: {e}", plan.id),
-        );
-    }
+    let mut plan = plan;
+    // Entered while this process is still single-threaded; nothing of the module runs before.
+    let enter = |report: &mut File, sandbox: &isolation::Sandbox, id: &str| {
+        isolation::enter(sandbox).map_err(|e| {
+            fail(
+                report,
+                &format!("container {id}: cannot enter its sandbox: {e}"),
+            )
+        })
+    };
     match plan.job {
         Job::Pause => {
+            if let Err(code) = enter(&mut report, &plan.sandbox, &plan.id) {
+                return code;
+            }
             if report_line(&mut report, READY).is_err() || !wait_for_start(&mut control) {
                 return 0;
             }
@@ -108,11 +114,21 @@ fn serve(control: File, mut report: File) -> i32 {
                 Ok(engine) => engine,
                 Err(e) => return fail(&mut report, &e.to_string()),
             };
+            // What the container's user may not reach is opened first, as root: the node's
+            // module cache (the artifact is mapped and linked here; loading starts no thread
+            // and runs nothing of the module) and the preopened directories, whose host
+            // paths lie under containerd's root-only state directory.
             // SAFETY: the artifact path comes from the shim's own module cache.
             let prepared = match unsafe { run::prepare(&engine, kind, artifact, what) } {
                 Ok(p) => p,
                 Err(e) => return fail(&mut report, &e),
             };
+            if let Err(e) = hold_preopens(&mut plan.wasi) {
+                return fail(&mut report, &format!("container {}: {e}", plan.id));
+            }
+            if let Err(code) = enter(&mut report, &plan.sandbox, &plan.id) {
+                return code;
+            }
             if report_line(&mut report, READY).is_err() {
                 return 1;
             }
@@ -125,6 +141,21 @@ fn serve(control: File, mut report: File) -> i32 {
             run::run(&engine, prepared, &plan.wasi, limiter, what)
         }
     }
+}
+
+/// Opens every preopened directory now (as root) and keeps it open for the life of the
+/// process; the setup then names it `/proc/self/fd/<n>`, which the container's user can open
+/// without traversing the host path above it (the directory's own permissions still apply).
+fn hold_preopens(setup: &mut WasiSetup) -> Result<(), String> {
+    use std::os::fd::IntoRawFd;
+    for preopen in &mut setup.preopens {
+        let dir = std::fs::File::open(&preopen.host)
+            .map_err(|e| format!("cannot open {}: {e}", preopen.host.display()))?;
+        // Never closed: WASI contexts (one per HTTP request) reopen it by this path.
+        let fd = dir.into_raw_fd();
+        preopen.host = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    }
+    Ok(())
 }
 
 /// Blocks until the shim sends the start byte; false when it closed the pipe instead

@@ -887,13 +887,20 @@ async fn serve_until_stopped(
     }
     server.draining.store(true, Ordering::SeqCst);
     // Connections the kernel has completed are in the queue with their requests: closing the
-    // listener would reset them.
-    while let Ok(Ok((stream, _))) =
-        tokio::time::timeout(Duration::from_millis(1), listener.accept()).await
-    {
-        serve(stream);
+    // listener would reset them. Take them with plain non-blocking accepts until the queue is
+    // empty (no wait on the reactor), then close at once, so the window in which a new
+    // connection could still land in the queue is a few microseconds.
+    if let Ok(listener) = listener.into_std() {
+        while let Ok((stream, _)) = listener.accept() {
+            match stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(stream))
+            {
+                Ok(stream) => serve(stream),
+                Err(_) => continue,
+            }
+        }
     }
-    drop(listener);
     let quiet = async {
         loop {
             let last = Duration::from_millis(server.last_request.load(Ordering::Relaxed));
