@@ -15,7 +15,7 @@ use k8s_cri::v1::ContainerState;
 use wasmkube_e2e::containerd::shim_binary;
 use wasmkube_e2e::cri::{ContainerSpec, CriNode, Pod, HANDLER};
 use wasmkube_e2e::fixtures::{image, HTTP_HELLO};
-use wasmkube_e2e::http::{get, get_when_up, Load};
+use wasmkube_e2e::http::{get, get_when_up, Load, LoadReport};
 use wasmkube_e2e::repo_root;
 use wasmkube_e2e::wasm::{rust_module, Target};
 use wasmkube_operator::api::WasmApp;
@@ -131,13 +131,19 @@ fn a_runaway_request_hits_its_deadline_and_overload_gets_503() {
     n.remove_pod(&pod).unwrap();
 }
 
-#[test]
-fn sigterm_under_load_finishes_every_request_in_flight_then_exits_0() {
-    let (n, _guard) = node();
-    let (pod, id, addr) = serve(&n, "drain", &[]);
+/// Loads `path` on 16 keep-alive connections, stops container `id` (SIGTERM, 10 s grace)
+/// after `before`, lets the connections see the closed port, ends the load. Returns what the
+/// generator counted and how long StopContainer took; asserts the container exited 0.
+fn stop_under_load(
+    n: &CriNode,
+    id: &str,
+    addr: SocketAddr,
+    path: &str,
+    before: Duration,
+) -> (LoadReport, Duration) {
     let load = Load {
         addr,
-        path: "/sleep?ms=1500".into(),
+        path: path.into(),
         connections: 16,
         duration: Duration::from_secs(60),
         threads: 1,
@@ -148,31 +154,38 @@ fn sigterm_under_load_finishes_every_request_in_flight_then_exits_0() {
         let stop = stop.clone();
         std::thread::spawn(move || load.run(stop))
     };
-    // Every connection has a request in flight when SIGTERM comes.
-    std::thread::sleep(Duration::from_millis(2200));
+    std::thread::sleep(before);
     let begun = Instant::now();
-    n.stop_container(&id, 10).unwrap();
+    n.stop_container(id, 10).unwrap();
     let stopped_after = begun.elapsed();
-    // Let the connections see the closed port, then end the load.
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     let report = generator.join().unwrap().unwrap();
     eprintln!("{}", report.json());
     assert_eq!(report.errors(), 0, "requests cut off: {}", report.json());
+    assert!(report.refused > 0, "new connections refused after SIGTERM");
+    let (state, code, _) = n.container_status(id).unwrap();
+    assert_eq!((state, code), (ContainerState::ContainerExited, 0));
+    (report, stopped_after)
+}
+
+#[test]
+fn sigterm_under_load_finishes_every_request_in_flight_then_exits_0() {
+    let (n, _guard) = node();
+    let (pod, id, addr) = serve(&n, "drain", &[]);
+    // Every connection has a request in flight when SIGTERM comes.
+    let (report, stopped_after) =
+        stop_under_load(&n, &id, addr, "/sleep?ms=1500", Duration::from_millis(2200));
     assert!(
         report.ok >= 32,
         "two rounds of 16 answered: {}",
         report.json()
     );
-    assert!(report.refused > 0, "new connections refused after SIGTERM");
-    // The drain took about one request's time, well inside the 10 s grace period, and the
-    // server ended cleanly.
+    // The drain took about one request's time, well inside the 10 s grace period.
     assert!(
         stopped_after < Duration::from_secs(5),
         "stop took {stopped_after:?}"
     );
-    let (state, code, _) = n.container_status(&id).unwrap();
-    assert_eq!((state, code), (ContainerState::ContainerExited, 0));
     n.remove_pod(&pod).unwrap();
 }
 
@@ -182,30 +195,8 @@ fn sigterm_under_fast_load_cuts_off_nothing() {
     // between requests, some in the accept queue, some mid-request.
     let (n, _guard) = node();
     let (pod, id, addr) = serve(&n, "fast", &[]);
-    let load = Load {
-        addr,
-        path: "/".into(),
-        connections: 16,
-        duration: Duration::from_secs(60),
-        threads: 1,
-        netns: None,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let generator = {
-        let stop = stop.clone();
-        std::thread::spawn(move || load.run(stop))
-    };
-    std::thread::sleep(Duration::from_millis(1500));
-    n.stop_container(&id, 10).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    let report = generator.join().unwrap().unwrap();
-    eprintln!("{}", report.json());
-    assert_eq!(report.errors(), 0, "{}", report.json());
+    let (report, _) = stop_under_load(&n, &id, addr, "/", Duration::from_millis(1500));
     assert!(report.ok > 500, "{}", report.json());
-    assert!(report.refused > 0, "new connections refused after SIGTERM");
-    let (state, code, _) = n.container_status(&id).unwrap();
-    assert_eq!((state, code), (ContainerState::ContainerExited, 0));
     n.remove_pod(&pod).unwrap();
 }
 
