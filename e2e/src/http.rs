@@ -88,10 +88,7 @@ pub fn get_when_up(addr: SocketAddr, path: &str, timeout: Duration) -> Result<An
     loop {
         match get(addr, path) {
             Ok(answer) => return Ok(answer),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             Err(e) => return Err(e.context(format!("no answer from {addr}{path}"))),
         }
     }

@@ -2,8 +2,8 @@
 //! `containerd-shim-wasmkube-v1 --wasmkube-instance <id>` and placed in the container's cgroup.
 //! It receives its [`Plan`] on fd 3, loads and links the module and opens its preopened
 //! directories (as root: the node cache and the bundle are root's), enters its sandbox
-//! ([`crate::isolation`]) and reports "ready" on fd 4 (so Create fails with a clear error when the module cannot run),
-//! then waits for the start byte and runs the module with the container's stdio as its own
+//! ([`crate::isolation`]) and reports "ready" on fd 4 (so Create fails with a clear error when
+//! the module cannot run), then waits for the start byte and runs the module with the container's stdio as its own
 //! fds 0–2. After the start byte, fd 3 carries engine-limit updates (one JSON
 //! [`EngineLimits`] per line). Its exit status is the container's.
 
@@ -74,7 +74,7 @@ pub fn main() -> ! {
 fn serve(control: File, mut report: File) -> i32 {
     let mut control = BufReader::new(control);
     let mut line = String::new();
-    let plan: Plan = match control
+    let mut plan: Plan = match control
         .read_line(&mut line)
         .map_err(|e| e.to_string())
         .and_then(|_| serde_json::from_str(&line).map_err(|e| e.to_string()))
@@ -82,7 +82,6 @@ fn serve(control: File, mut report: File) -> i32 {
         Ok(plan) => plan,
         Err(e) => return fail(&mut report, &format!("worker got an unreadable plan: {e}")),
     };
-    let mut plan = plan;
     // Entered while this process is still single-threaded; nothing of the module runs before.
     let enter = |report: &mut File, sandbox: &isolation::Sandbox, id: &str| {
         isolation::enter(sandbox).map_err(|e| {
