@@ -3,7 +3,9 @@
 //! containers and a later stop/remove all work), a pod's shim killed with SIGKILL (the
 //! containers are reported exited, removal works, nothing is left on the node), and a storm of
 //! faulty modules in one pod (traps, stack overflows, memory-limit failures, kills) that a
-//! neighbour pod must not notice.
+//! neighbour pod must not notice. Also the pod's zygote: instances forked from it and
+//! reparented to the shim, distinct randomness per container, the zygote killed (containers
+//! run on, the next spawn execs and replaces it), gone with its pod, and `WASMKUBE_SPAWN=exec`.
 
 #![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::ContainerState;
 use wasmkube_e2e::churn::Snapshot;
-use wasmkube_e2e::containerd::{alive, parent_pid};
+use wasmkube_e2e::containerd::{alive, parent_pid, processes};
 use wasmkube_e2e::cri::{parse_log, ContainerSpec, CriNode, Pod, HANDLER};
 use wasmkube_e2e::fixtures::{image, HELLO_P1, PROBE, RECURSE, SPIN, TRAP};
 
@@ -46,6 +48,37 @@ fn eventually(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     pred()
+}
+
+/// The zygote `shim` started (its child `--wasmkube-instance --zygote`).
+fn zygote_of(shim: i32) -> Option<i32> {
+    processes()
+        .find(|(pid, argv)| {
+            argv.get(2).is_some_and(|a| a == "--zygote") && parent_pid(*pid) == Some(shim)
+        })
+        .map(|(pid, _)| pid)
+}
+
+/// argv[1..] of `pid`: `--wasmkube-instance --zygote` for an instance forked from a zygote,
+/// `--wasmkube-instance <container id>` for an exec'd one.
+fn instance_args(pid: i32) -> Vec<String> {
+    processes()
+        .find(|(p, _)| *p == pid)
+        .map(|(_, argv)| argv[1..].to_vec())
+        .unwrap_or_default()
+}
+
+/// The line the container's module printed that starts with `prefix`, once it has.
+fn printed(n: &CriNode, pod: &Pod, name: &str, prefix: &str) -> String {
+    let mut found = None;
+    eventually(Duration::from_secs(10), || {
+        found = parse_log(&n.log(pod, name))
+            .into_iter()
+            .find(|(_, text)| text.starts_with(prefix))
+            .map(|(_, text)| text);
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("{name} printed no {prefix:?} line"))
 }
 
 /// Everything but the module cache (which these runs fill) is as it was in `before`.
@@ -152,6 +185,7 @@ fn a_pod_whose_shim_is_killed_is_reported_exited_and_removed_cleanly() {
     let shim = parent_pid(instance).unwrap();
     let neighbour_shim = parent_pid(n.ctrd.task_pid(&steady).unwrap() as i32).unwrap();
     assert_ne!(shim, neighbour_shim, "one shim per pod");
+    let zygote = zygote_of(shim).expect("the shim runs a zygote");
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),
@@ -170,8 +204,10 @@ fn a_pod_whose_shim_is_killed_is_reported_exited_and_removed_cleanly() {
     assert_ne!(code, 0, "a container whose shim died did not succeed");
     assert!(
         eventually(Duration::from_secs(5), || !alive(instance)
-            && !alive(sandbox)),
-        "the module ({instance}) or the sandbox ({sandbox}) outlived their shim"
+            && !alive(sandbox)
+            && !alive(zygote)),
+        "the module ({instance}), the sandbox ({sandbox}) or the zygote ({zygote}) outlived \
+         their shim"
     );
     n.remove_container(&id).unwrap();
     n.remove_pod(&pod).unwrap();
@@ -281,4 +317,129 @@ fn faulty_modules_in_one_pod_do_not_disturb_a_neighbour() {
     n.remove_pod(&calm).unwrap();
     n.remove_pod_cgroup("calm");
     assert_nothing_left(&n, &before);
+}
+
+#[test]
+fn instances_are_forked_from_the_pods_zygote_which_goes_with_the_pod() {
+    let (n, _guard) = node();
+    let before = Snapshot::take(&n);
+    let pod = n.run_pod("forked", HANDLER).unwrap();
+    let ids: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            n.launch_running(&pod, &ContainerSpec::new(name, PROBE, &["random"]))
+                .unwrap()
+        })
+        .collect();
+    let pids: Vec<i32> = ids
+        .iter()
+        .chain([&pod.id])
+        .map(|id| n.ctrd.task_pid(id).unwrap() as i32)
+        .collect();
+    let shim = parent_pid(pids[0]).unwrap();
+    let zygote = zygote_of(shim).expect("the shim runs a zygote");
+    for pid in &pids {
+        // Reparented from the zygote's short-lived intermediate to the shim (a subreaper),
+        // whose reaper reports its exit.
+        assert_eq!(parent_pid(*pid), Some(shim), "parent of instance {pid}");
+        assert_eq!(
+            instance_args(*pid),
+            ["--wasmkube-instance", "--zygote"],
+            "instance {pid} was forked from the zygote, not exec'd"
+        );
+    }
+    // Each forked instance draws its own randomness (the generator is reseeded after fork).
+    let (a, b) = (
+        printed(&n, &pod, "a", "random "),
+        printed(&n, &pod, "b", "random "),
+    );
+    assert_ne!(a, b, "two forked containers drew the same random numbers");
+
+    for id in &ids {
+        n.stop_container(id, 2).unwrap();
+        n.remove_container(id).unwrap();
+    }
+    n.remove_pod(&pod).unwrap();
+    n.remove_pod_cgroup("forked");
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(zygote)),
+        "the zygote {zygote} outlived its pod"
+    );
+    assert_nothing_left(&n, &before);
+}
+
+#[test]
+fn a_killed_zygote_leaves_its_containers_running_and_is_replaced() {
+    let (n, _guard) = node();
+    let before = Snapshot::take(&n);
+    let pod = n.run_pod("zygote-killed", HANDLER).unwrap();
+    let tick = |name: &str| ContainerSpec::new(name, PROBE, &["tick", "100000"]);
+    let first = n.launch_running(&pod, &tick("first")).unwrap();
+    let shim = parent_pid(n.ctrd.task_pid(&first).unwrap() as i32).unwrap();
+    let zygote = zygote_of(shim).expect("the shim runs a zygote");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || !alive(zygote)));
+    let seen = ticks(&n, &pod, "first");
+    assert!(
+        eventually(Duration::from_secs(5), || ticks(&n, &pod, "first") > seen),
+        "a container forked from the zygote stopped when the zygote died"
+    );
+
+    // The next container finds the zygote gone: it is exec'd and a new zygote starts; the
+    // one after is forked from that.
+    let second = n.launch_running(&pod, &tick("second")).unwrap();
+    let second_pid = n.ctrd.task_pid(&second).unwrap() as i32;
+    assert_eq!(
+        instance_args(second_pid),
+        ["--wasmkube-instance", second.as_str()]
+    );
+    let replacement = zygote_of(shim).expect("a new zygote was started");
+    assert_ne!(replacement, zygote);
+    let third = n.launch_running(&pod, &tick("third")).unwrap();
+    assert_eq!(
+        instance_args(n.ctrd.task_pid(&third).unwrap() as i32),
+        ["--wasmkube-instance", "--zygote"]
+    );
+    for name in ["first", "second", "third"] {
+        let seen = ticks(&n, &pod, name);
+        assert!(
+            eventually(Duration::from_secs(5), || ticks(&n, &pod, name) > seen),
+            "{name} is not running"
+        );
+    }
+    for id in [&first, &second, &third] {
+        n.stop_container(id, 2).unwrap();
+        n.remove_container(id).unwrap();
+    }
+    n.remove_pod(&pod).unwrap();
+    n.remove_pod_cgroup("zygote-killed");
+    assert!(eventually(Duration::from_secs(5), || !alive(replacement)));
+    assert_nothing_left(&n, &before);
+}
+
+#[test]
+fn with_wasmkube_spawn_exec_every_instance_is_execd_and_no_zygote_runs() {
+    let _guard = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    // containerd passes its environment to the shims it starts; tests of this file hold NODE,
+    // so none starts a containerd while the variable is set.
+    std::env::set_var("WASMKUBE_SPAWN", "exec");
+    let n = CriNode::start();
+    std::env::remove_var("WASMKUBE_SPAWN");
+    let n = n.expect("containerd with CRI starts");
+    n.import(&image(PROBE)).unwrap();
+    let pod = n.run_pod("execd", HANDLER).unwrap();
+    let id = n
+        .launch_running(&pod, &ContainerSpec::new("a", PROBE, &["tick", "100000"]))
+        .unwrap();
+    let pid = n.ctrd.task_pid(&id).unwrap() as i32;
+    assert_eq!(instance_args(pid), ["--wasmkube-instance", id.as_str()]);
+    let shim = parent_pid(pid).unwrap();
+    assert_eq!(zygote_of(shim), None, "no zygote with WASMKUBE_SPAWN=exec");
+    n.stop_container(&id, 2).unwrap();
+    n.remove_container(&id).unwrap();
+    n.remove_pod(&pod).unwrap();
 }

@@ -3,10 +3,8 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Mutex;
 
 use nix::fcntl::OFlag;
@@ -18,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::exits::{ExitWatch, Exits};
 use crate::stdio::ChildStdio;
 use crate::worker::{self, Plan};
+use crate::zygote::{InstanceFds, Spawner};
 
 /// A live instance process.
 pub struct Instance {
@@ -27,11 +26,12 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts the worker for `plan` (from the shim binary `exe`), runs `placed` with its pid
-    /// (to put it in its cgroup) before it does anything, and waits until it has linked the
-    /// module. A module that cannot run fails here, naming the module and the problem.
+    /// Starts the worker for `plan` (forked from the zygote or exec'd, as `spawner` decides),
+    /// runs `placed` with its pid (to put it in its cgroup) before it does anything, and waits
+    /// until it has linked the module. A module that cannot run fails here, naming the module
+    /// and the problem.
     pub fn spawn(
-        exe: &Path,
+        spawner: &Spawner,
         cwd: &Path,
         plan: &Plan,
         stdio: ChildStdio,
@@ -44,52 +44,20 @@ impl Instance {
         };
         let (control_rx, control_tx) = pipe()?;
         let (report_rx, report_tx) = pipe()?;
-        let mut cmd = Command::new(exe);
-        cmd.arg(worker::WORKER_FLAG)
-            .arg(&plan.id)
-            .current_dir(cwd)
-            .env_clear()
-            .stdin(stdio.stdin)
-            .stdout(stdio.stdout)
-            .stderr(stdio.stderr);
-        if stdio.terminal {
-            // A session of its own with the terminal as its controlling tty (so ^C on the
-            // client's terminal reaches it as SIGINT).
-            // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        } else {
-            // Its own process group: signals aimed at the shim's group never reach modules.
-            cmd.process_group(0);
-        }
-        let (control_fd, report_fd) = (control_rx.as_raw_fd(), report_tx.as_raw_fd());
-        // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Lift both above the target numbers first so neither dup2 clobbers the other.
-                let (control, report) = (dup_high(control_fd)?, dup_high(report_fd)?);
-                move_fd(control, worker::CONTROL_FD)?;
-                move_fd(report, worker::REPORT_FD)
-            });
-        }
+        let fds = InstanceFds {
+            control: control_rx,
+            report: report_tx,
+            stdio: [stdio.stdin, stdio.stdout, stdio.stderr],
+            terminal: stdio.terminal,
+        };
+        // The instance's ends of the pipes are closed here once it has them (spawn consumes
+        // them), so a dead instance shows as end-of-file on the report pipe.
         let (_, pid, exit) = exits
-            .track(|| {
-                let child = cmd.spawn()?;
-                let pid = child.id() as i32;
-                // The reaper owns the exit status: the Child handle is dropped unwaited.
-                Ok(((), pid))
-            })
+            .track(|| Ok(((), spawner.spawn(&plan.id, cwd, fds)?)))
             .map_err(Error::io(format!(
                 "failed to start instance process for {}",
                 plan.id
             )))?;
-        drop((control_rx, report_tx, cmd));
         let instance = Instance {
             pid: pid as u32,
             control: Mutex::new(Some(File::from(control_tx))),
@@ -153,24 +121,6 @@ impl Instance {
             )),
         }
     }
-}
-
-fn dup_high(fd: i32) -> std::io::Result<i32> {
-    // SAFETY: plain syscall on a descriptor this process owns.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
-    if new < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(new)
-}
-
-fn move_fd(from: i32, to: i32) -> std::io::Result<()> {
-    // dup2 clears FD_CLOEXEC on the new descriptor, so it survives exec.
-    // SAFETY: plain syscall on descriptors this process owns.
-    if unsafe { libc::dup2(from, to) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn read_report(report: OwnedFd) -> Result<()> {

@@ -17,3 +17,4 @@ pub mod spec;
 pub mod stdio;
 pub mod task;
 pub mod worker;
+pub mod zygote;

@@ -1,17 +1,20 @@
 //! `containerd-shim-wasmkube-v1`: the binary containerd starts for runtime
 //! `io.containerd.wasmkube.v1`. It is also each container's instance process
-//! (`--wasmkube-instance`).
+//! (`--wasmkube-instance`) and the zygote they are forked from (`--wasmkube-instance --zygote`).
 
 use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use wasmkube_shim::service::{Service, RUNTIME_ID};
-use wasmkube_shim::worker;
+use wasmkube_shim::{worker, zygote};
 
 const BINARY: &str = "containerd-shim-wasmkube-v1";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(worker::WORKER_FLAG) {
+        if args.get(2).map(String::as_str) == Some(zygote::ZYGOTE_ARG) {
+            zygote::main();
+        }
         worker::main();
     }
     if args.get(1).map(String::as_str) == Some("--run") {

@@ -6,23 +6,24 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use crate::error::{Error, Result};
 
-/// The three fds an instance process gets.
+/// The three fds an instance process gets (`/dev/null` where the container has no stream),
+/// as plain descriptors: an exec'd instance gets them through `Command`, a forked one through
+/// the zygote's socket.
 pub struct ChildStdio {
     /// fd 0.
-    pub stdin: Stdio,
+    pub stdin: OwnedFd,
     /// fd 1.
-    pub stdout: Stdio,
+    pub stdout: OwnedFd,
     /// fd 2.
-    pub stderr: Stdio,
+    pub stderr: OwnedFd,
     /// Whether the three are a terminal (the process then gets it as its controlling tty).
     pub terminal: bool,
 }
@@ -104,9 +105,9 @@ pub fn open_terminal(
         })
     };
     let child = ChildStdio {
-        stdin: Stdio::from(clone(&slave)?),
-        stdout: Stdio::from(clone(&slave)?),
-        stderr: Stdio::from(slave),
+        stdin: clone(&slave)?.into(),
+        stdout: clone(&slave)?.into(),
+        stderr: slave.into(),
         terminal: true,
     };
     Ok((
@@ -128,7 +129,7 @@ pub struct StdinPump {
 /// Opens the container's stdio. Empty paths mean /dev/null.
 pub fn open(stdin: &str, stdout: &str, stderr: &str) -> Result<(ChildStdio, Option<StdinPump>)> {
     let (child_stdin, pump) = if stdin.is_empty() {
-        (Stdio::null(), None)
+        (null()?, None)
     } else {
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("failed to create stdin pipe")(e.into()))?;
@@ -136,12 +137,13 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str) -> Result<(ChildStdio, Opti
             fifo: stdin.to_string(),
             to_child: Arc::new(Mutex::new(Some(File::from(tx)))),
         };
-        (Stdio::from(File::from(rx)), Some(pump))
+        (rx, Some(pump))
     };
-    let output = |path: &str| -> Result<Stdio> {
-        Ok(open_output(path)?
-            .map(Stdio::from)
-            .unwrap_or_else(Stdio::null))
+    let output = |path: &str| -> Result<OwnedFd> {
+        match open_output(path)? {
+            Some(file) => Ok(file.into()),
+            None => null(),
+        }
     };
     Ok((
         ChildStdio {
@@ -152,6 +154,16 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str) -> Result<(ChildStdio, Opti
         },
         pump,
     ))
+}
+
+/// `/dev/null`, read-write: the stream of a container that has none.
+fn null() -> Result<OwnedFd> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(Error::io("failed to open /dev/null"))
 }
 
 /// Opens an output FIFO for the module. It is opened read-write, as runc's shim also keeps a

@@ -32,6 +32,7 @@ use crate::policy::Policy;
 use crate::spec::{self, Workload};
 use crate::stdio;
 use crate::worker::{Job, Plan};
+use crate::zygote::Spawner;
 use state::{DeletePlan, State};
 
 pub use exec::ExecRequest;
@@ -153,7 +154,7 @@ pub struct TaskService {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     engine: wasmtime::Engine,
     setup: EngineSetup,
-    exe: PathBuf,
+    spawner: Arc<Spawner>,
     exits: Exits,
     events: Events,
     shutdown: Arc<ExitSignal>,
@@ -161,11 +162,11 @@ pub struct TaskService {
 
 impl TaskService {
     /// A service compiling with `engine` (built from `setup`, which instance processes
-    /// rebuild), publishing through `events`, reaping through `exits`, and spawning instance
-    /// processes from the shim binary `exe`.
+    /// rebuild), publishing through `events`, reaping through `exits`, and starting instance
+    /// processes through `spawner`.
     pub fn new(
         (engine, setup): (wasmtime::Engine, EngineSetup),
-        exe: PathBuf,
+        spawner: Spawner,
         exits: Exits,
         events: Events,
         shutdown: Arc<ExitSignal>,
@@ -174,7 +175,7 @@ impl TaskService {
             containers: Mutex::new(HashMap::new()),
             engine,
             setup,
-            exe,
+            spawner: Arc::new(spawner),
             exits,
             events,
             shutdown,
@@ -363,12 +364,12 @@ impl TaskService {
         stdio: stdio::ChildStdio,
         cgroup: &Cgroup,
     ) -> Result<(Instance, ExitWatch)> {
-        let exe = self.exe.clone();
+        let spawner = self.spawner.clone();
         let bundle = bundle.to_path_buf();
         let exits = self.exits.clone();
         let cg = cgroup.clone();
         tokio::task::spawn_blocking(move || {
-            Instance::spawn(&exe, &bundle, &plan, stdio, &exits, |pid| cg.add(pid))
+            Instance::spawn(&spawner, &bundle, &plan, stdio, &exits, |pid| cg.add(pid))
         })
         .await
         .map_err(|e| Error::Internal(format!("spawn task failed: {e}")))?
@@ -573,6 +574,7 @@ impl TaskService {
             .is_empty();
         if empty || now {
             info!("shutting down");
+            self.spawner.stop();
             self.shutdown.signal();
         }
     }

@@ -1,5 +1,6 @@
-//! The instance process: one per container, started by the shim as
-//! `containerd-shim-wasmkube-v1 --wasmkube-instance <id>` and placed in the container's cgroup.
+//! The instance process: one per container, forked from the shim's zygote
+//! ([`crate::zygote`]) or started as `containerd-shim-wasmkube-v1 --wasmkube-instance <id>`,
+//! and placed in the container's cgroup.
 //! It receives its [`Plan`] on fd 3, loads and links the module and opens its preopened
 //! directories (as root: the node cache and the bundle are root's), enters its sandbox
 //! ([`crate::isolation`]) and reports "ready" on fd 4 (so Create fails with a clear error when
@@ -62,16 +63,34 @@ pub struct Plan {
     pub engine: EngineSetup,
 }
 
-/// Worker entry point; never returns.
-pub fn main() -> ! {
-    // SAFETY: the shim sets fds 3 and 4 for this process alone (dup2 before exec); nothing else
-    // in this process owns them.
-    let (control, report) =
-        unsafe { (File::from_raw_fd(CONTROL_FD), File::from_raw_fd(REPORT_FD)) };
-    std::process::exit(serve(control, report))
+/// An engine built before the plan arrived: the zygote's, shared by the instances forked
+/// from it.
+pub struct Prebuilt {
+    /// What it was built from.
+    pub setup: EngineSetup,
+    /// The engine.
+    pub engine: wasmtime::Engine,
 }
 
-fn serve(control: File, mut report: File) -> i32 {
+/// Worker entry point; never returns.
+pub fn main() -> ! {
+    std::process::exit(serve_fds(None, Ok(())))
+}
+
+/// Serves the plan on fds 3 and 4 (set up by the shim before exec, or by the zygote after
+/// fork), with the engine in `prebuilt` when it matches the plan's; `setup` is how setting up
+/// the process went (an error is reported and ends it).
+pub fn serve_fds(prebuilt: Option<&Prebuilt>, setup: Result<(), String>) -> i32 {
+    // SAFETY: fds 3 and 4 were set up for this process alone; nothing else in it owns them.
+    let (control, mut report) =
+        unsafe { (File::from_raw_fd(CONTROL_FD), File::from_raw_fd(REPORT_FD)) };
+    if let Err(e) = setup {
+        return fail(&mut report, &e);
+    }
+    serve(control, report, prebuilt)
+}
+
+fn serve(control: File, mut report: File, prebuilt: Option<&Prebuilt>) -> i32 {
     let mut control = BufReader::new(control);
     let mut line = String::new();
     let mut plan: Plan = match control
@@ -109,7 +128,11 @@ fn serve(control: File, mut report: File) -> i32 {
             ref artifact,
             ref what,
         } => {
-            let engine = match plan.engine.build() {
+            let built = match prebuilt {
+                Some(p) if p.setup == plan.engine => Ok(p.engine.clone()),
+                _ => plan.engine.build(),
+            };
+            let engine = match built {
                 Ok(engine) => engine,
                 Err(e) => return fail(&mut report, &e.to_string()),
             };

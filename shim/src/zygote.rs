@@ -1,0 +1,551 @@
+//! The zygote: one pre-initialised template process per shim that instance processes are forked
+//! from instead of exec'd, so they share the binary's relocated data, the built engine (pool
+//! reservation included) and the heap with it copy-on-write, and skip exec, dynamic linking
+//! and engine set-up. Design and measurements: `docs/design/fork-template.md`.
+//!
+//! The shim starts it as `containerd-shim-wasmkube-v1 --wasmkube-instance --zygote` with one
+//! end of a `SOCK_SEQPACKET` pair as fd 3, sends it the node's [`EngineSetup`], and from then
+//! on sends one [`Request`] per instance process, with the instance's five descriptors
+//! (control, report, stdin, stdout, stderr) attached. The zygote forks twice: the
+//! intermediate exits at once, so the instance is reparented to the shim (containerd's shim
+//! library makes the shim a child subreaper), whose reaper sees its exit like any other. The
+//! instance then takes the descriptors as its fds 3, 4 and 0–2 and runs
+//! [`crate::worker::serve`] exactly as an exec'd one does: plan, cgroup placement by the shim
+//! before any guest code, sandbox, ready, start.
+//!
+//! Anything that goes wrong with the zygote (it died, hung, or is not single-threaded) makes
+//! that one spawn fall back to exec, and the zygote is replaced, at most [`RESTARTS`] times.
+
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage,
+    ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
+use nix::sys::time::TimeVal;
+use nix::unistd::{fork, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::engine::EngineSetup;
+use crate::worker;
+
+/// argv[2] of the zygote (container ids never start with `-`, so it is never one).
+pub const ZYGOTE_ARG: &str = "--zygote";
+/// How often a shim replaces a failed zygote before it execs every instance process.
+pub const RESTARTS: u32 = 3;
+/// The zygote's end of its socket.
+const SOCKET_FD: RawFd = 3;
+/// fds 4–9 are held open in the zygote so that everything it opens later (wasmtime's pagemap
+/// descriptor, which forked children keep under the same number) lies above the fds an
+/// instance takes (0–4).
+const HELD: std::ops::Range<RawFd> = 4..10;
+/// The descriptors of one instance, in this order: control, report, stdin, stdout, stderr.
+const FDS: usize = 5;
+/// Where each of them goes in the instance.
+const TARGETS: [RawFd; FDS] = [worker::CONTROL_FD, worker::REPORT_FD, 0, 1, 2];
+/// The largest message either side sends.
+const MAX_MESSAGE: usize = 16 * 1024;
+/// How long the shim waits for an answer (the first includes building the engine).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One instance process to fork.
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    /// Its working directory (the bundle).
+    cwd: PathBuf,
+    /// Whether its stdio is a terminal, to become its controlling tty.
+    terminal: bool,
+}
+
+/// The zygote's answers.
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    /// The engine is built; requests may follow.
+    Ready,
+    /// The instance process was forked.
+    Pid(i32),
+    /// It was not; the shim execs instead.
+    Error(String),
+}
+
+/// How a request to the zygote failed: before it could have forked, or possibly after.
+enum Failed {
+    Before(std::io::Error),
+    After(std::io::Error),
+}
+
+/// The descriptors an instance process starts with.
+pub struct InstanceFds {
+    /// Its fd 3: the plan, the start byte, limit updates.
+    pub control: OwnedFd,
+    /// Its fd 4: "ready" or the error.
+    pub report: OwnedFd,
+    /// Its fds 0, 1 and 2.
+    pub stdio: [OwnedFd; 3],
+    /// Whether the stdio is a terminal.
+    pub terminal: bool,
+}
+
+/// The shim's side: starts instance processes, forked from the zygote or exec'd.
+pub struct Spawner {
+    exe: PathBuf,
+    setup: EngineSetup,
+    state: Mutex<State>,
+}
+
+struct State {
+    zygote: Option<Zygote>,
+    /// Zygotes that may still be started.
+    restarts: u32,
+}
+
+/// A running zygote, from the shim.
+struct Zygote {
+    socket: OwnedFd,
+    pid: i32,
+    ready: bool,
+}
+
+impl Spawner {
+    /// A spawner for the shim binary `exe` whose instances run `setup`'s engine. With `fork`
+    /// it starts the zygote now (it builds its engine while the shim does the rest of its
+    /// start-up); without, every instance process is exec'd.
+    pub fn new(exe: PathBuf, setup: EngineSetup, fork: bool) -> Spawner {
+        let restarts = if fork { RESTARTS + 1 } else { 0 };
+        let spawner = Spawner {
+            exe,
+            setup,
+            state: Mutex::new(State {
+                zygote: None,
+                restarts,
+            }),
+        };
+        spawner.ensure_zygote(&mut spawner.state.lock().expect("spawner lock poisoned"));
+        spawner
+    }
+
+    /// The pid of the zygote, if one runs.
+    pub fn zygote_pid(&self) -> Option<i32> {
+        let state = self.state.lock().expect("spawner lock poisoned");
+        state.zygote.as_ref().map(|z| z.pid)
+    }
+
+    /// Starts an instance process for container `id` in `cwd` with `fds`; returns its pid.
+    pub fn spawn(&self, id: &str, cwd: &Path, fds: InstanceFds) -> std::io::Result<i32> {
+        let mut state = self.state.lock().expect("spawner lock poisoned");
+        if let Some(zygote) = state.zygote.as_mut() {
+            let result = zygote.fork(cwd, &fds);
+            if let Ok(pid) = result {
+                return Ok(pid);
+            }
+            if let Some(dead) = state.zygote.take() {
+                dead.stop();
+            }
+            self.ensure_zygote(&mut state);
+            match result {
+                Err(Failed::Before(e)) => {
+                    warn!(container_id = id, error = %e, "zygote failed; exec'ing the instance process");
+                }
+                // It may have forked an instance that holds these pipes: they must not be
+                // handed to a second one (that one reads EOF on its plan and exits).
+                Err(Failed::After(e)) => {
+                    return Err(std::io::Error::other(format!(
+                        "the zygote failed while forking: {e}"
+                    )))
+                }
+                Ok(_) => unreachable!("handled above"),
+            }
+        }
+        drop(state);
+        self.exec(id, cwd, fds)
+    }
+
+    /// Stops the zygote (shim shutdown).
+    pub fn stop(&self) {
+        let mut state = self.state.lock().expect("spawner lock poisoned");
+        state.restarts = 0;
+        if let Some(zygote) = state.zygote.take() {
+            zygote.stop();
+        }
+    }
+
+    fn ensure_zygote(&self, state: &mut State) {
+        if state.zygote.is_some() || state.restarts == 0 {
+            return;
+        }
+        state.restarts -= 1;
+        match Zygote::start(&self.exe, &self.setup) {
+            Ok(zygote) => {
+                info!(pid = zygote.pid, "zygote started");
+                state.zygote = Some(zygote);
+            }
+            Err(e) => warn!(error = %e, "cannot start the zygote; exec'ing instance processes"),
+        }
+    }
+
+    /// The exec path: a fresh `containerd-shim-wasmkube-v1 --wasmkube-instance <id>`.
+    fn exec(&self, id: &str, cwd: &Path, fds: InstanceFds) -> std::io::Result<i32> {
+        let InstanceFds {
+            control,
+            report,
+            stdio: [stdin, stdout, stderr],
+            terminal,
+        } = fds;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg(worker::WORKER_FLAG)
+            .arg(id)
+            .current_dir(cwd)
+            .env_clear()
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr));
+        if terminal {
+            // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+            unsafe { cmd.pre_exec(|| session(true)) };
+        } else {
+            // Its own process group: signals aimed at the shim's group never reach modules.
+            cmd.process_group(0);
+        }
+        let (control_fd, report_fd) = (control.as_raw_fd(), report.as_raw_fd());
+        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Lift both above the target numbers first so neither dup2 clobbers the other.
+                let (control, report) = (dup_high(control_fd)?, dup_high(report_fd)?);
+                move_fd(control, worker::CONTROL_FD)?;
+                move_fd(report, worker::REPORT_FD)
+            });
+        }
+        let child = cmd.spawn()?;
+        // The reaper owns the exit status: the Child handle is dropped unwaited.
+        Ok(child.id() as i32)
+    }
+}
+
+impl Zygote {
+    fn start(exe: &Path, setup: &EngineSetup) -> std::io::Result<Zygote> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
+        setsockopt(&ours, sockopt::ReceiveTimeout, &timeout)?;
+        setsockopt(&ours, sockopt::SendTimeout, &timeout)?;
+        let fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(exe);
+        cmd.arg(worker::WORKER_FLAG)
+            .arg(ZYGOTE_ARG)
+            .current_dir("/")
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Signals aimed at the shim's process group never reach it.
+            .process_group(0);
+        // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == SOCKET_FD {
+                    // Already there; clear close-on-exec.
+                    let dup = dup_high(fd)?;
+                    return move_fd(dup, SOCKET_FD);
+                }
+                move_fd(fd, SOCKET_FD)
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(theirs);
+        let zygote = Zygote {
+            socket: ours,
+            pid: child.id() as i32,
+            ready: false,
+        };
+        let setup = serde_json::to_vec(setup).map_err(std::io::Error::other)?;
+        if let Err(e) = send(&zygote.socket, &setup, &[]) {
+            zygote.stop();
+            return Err(e);
+        }
+        Ok(zygote)
+    }
+
+    fn fork(&mut self, cwd: &Path, fds: &InstanceFds) -> Result<i32, Failed> {
+        if !self.ready {
+            match self.reply().map_err(Failed::Before)? {
+                Reply::Ready => self.ready = true,
+                other => return Err(Failed::Before(unexpected(other))),
+            }
+        }
+        let request = serde_json::to_vec(&Request {
+            cwd: cwd.to_path_buf(),
+            terminal: fds.terminal,
+        })
+        .map_err(|e| Failed::Before(std::io::Error::other(e)))?;
+        let [stdin, stdout, stderr] = &fds.stdio;
+        let raw = [&fds.control, &fds.report, stdin, stdout, stderr].map(|f| f.as_raw_fd());
+        send(&self.socket, &request, &raw).map_err(Failed::Before)?;
+        match self.reply() {
+            Ok(Reply::Pid(pid)) => Ok(pid),
+            // It answered: nothing was forked.
+            Ok(other) => Err(Failed::Before(unexpected(other))),
+            Err(e) => Err(Failed::After(e)),
+        }
+    }
+
+    fn reply(&self) -> std::io::Result<Reply> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let (n, _) = receive(&self.socket, &mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the zygote closed its socket",
+            ));
+        }
+        serde_json::from_slice(&buf[..n]).map_err(std::io::Error::other)
+    }
+
+    /// Closes the socket (a live zygote then exits by itself) and kills it, so no zygote
+    /// outlives its shim or a failure; the shim's reaper collects it.
+    fn stop(self) {
+        drop(self.socket);
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+fn unexpected(reply: Reply) -> std::io::Error {
+    match reply {
+        Reply::Error(e) => std::io::Error::other(e),
+        other => std::io::Error::other(format!("unexpected zygote reply {other:?}")),
+    }
+}
+
+/// Zygote entry point (`--wasmkube-instance --zygote`); never returns.
+pub fn main() -> ! {
+    // SAFETY: the shim passes the socket as fd 3 for this process alone.
+    let socket = unsafe { OwnedFd::from_raw_fd(SOCKET_FD) };
+    if hold_low_fds().is_err() {
+        std::process::exit(1);
+    }
+    std::process::exit(serve(&socket))
+}
+
+/// Holds fds 4–9 open (on `/dev/null`) for as long as the zygote lives.
+fn hold_low_fds() -> std::io::Result<()> {
+    let null = File::open("/dev/null")?;
+    // Above the range first: the file itself may have got fd 4.
+    // SAFETY: dup_high returns a new descriptor that nothing else owns.
+    let high = unsafe { OwnedFd::from_raw_fd(dup_high(null.as_raw_fd())?) };
+    drop(null);
+    for fd in HELD {
+        move_fd(high.as_raw_fd(), fd)?;
+    }
+    Ok(())
+}
+
+fn serve(socket: &OwnedFd) -> i32 {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let setup: EngineSetup = match receive(socket, &mut buf) {
+        Ok((n @ 1.., _)) => match serde_json::from_slice(&buf[..n]) {
+            Ok(setup) => setup,
+            Err(e) => return answer(socket, &Reply::Error(format!("bad engine setup: {e}"))),
+        },
+        _ => return 0,
+    };
+    // Built once; every instance forked from here shares it. Building starts no thread.
+    let engine = match setup.build() {
+        Ok(engine) => engine,
+        Err(e) => return answer(socket, &Reply::Error(e.to_string())),
+    };
+    let prebuilt = worker::Prebuilt { setup, engine };
+    if answer(socket, &Reply::Ready) != 0 {
+        return 0;
+    }
+    loop {
+        let (n, fds) = match receive(socket, &mut buf) {
+            Ok((n @ 1.., fds)) => (n, fds),
+            // The shim closed its end (it exits) or is gone.
+            _ => return 0,
+        };
+        let reply = match (serde_json::from_slice::<Request>(&buf[..n]), fds.len()) {
+            (Ok(request), FDS) => fork_instance(&request, fds, &prebuilt),
+            (Ok(_), got) => Reply::Error(format!("expected {FDS} descriptors, got {got}")),
+            (Err(e), _) => Reply::Error(format!("bad request: {e}")),
+        };
+        if answer(socket, &reply) != 0 {
+            return 0;
+        }
+    }
+}
+
+fn answer(socket: &OwnedFd, reply: &Reply) -> i32 {
+    let bytes = serde_json::to_vec(reply).expect("replies encode");
+    match send(socket, &bytes, &[]) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Forks the instance (through an intermediate that exits at once) and returns its pid.
+fn fork_instance(request: &Request, fds: Vec<OwnedFd>, prebuilt: &worker::Prebuilt) -> Reply {
+    // fork() copies only the calling thread: any other thread's locks would stay held.
+    match threads() {
+        Some(1) => {}
+        n => return Reply::Error(format!("the zygote is not single-threaded ({n:?} threads)")),
+    }
+    let (pid_rx, pid_tx) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+        Ok(pipe) => pipe,
+        Err(e) => return Reply::Error(format!("cannot create a pipe: {e}")),
+    };
+    // SAFETY: this process is single-threaded (checked above), so the child may allocate and
+    // take locks like any program.
+    match unsafe { fork() } {
+        Err(e) => Reply::Error(format!("fork failed: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(pid_rx);
+            // SAFETY: as above, single-threaded.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    drop(pid_tx);
+                    std::process::exit(instance(request, fds, prebuilt))
+                }
+                Ok(ForkResult::Parent { child }) => {
+                    let _ = File::from(pid_tx).write_all(&child.as_raw().to_ne_bytes());
+                    // SAFETY: ends the intermediate without running the zygote's exit handlers.
+                    unsafe { libc::_exit(0) }
+                }
+                // SAFETY: as above.
+                Err(_) => unsafe { libc::_exit(1) },
+            }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            // A kept copy would hide the instance's end of a pipe from the shim.
+            drop(fds);
+            drop(pid_tx);
+            let mut bytes = [0u8; 4];
+            let read = File::from(pid_rx).read_exact(&mut bytes);
+            let _ = nix::sys::wait::waitpid(child, None);
+            match read {
+                Ok(()) => Reply::Pid(i32::from_ne_bytes(bytes)),
+                Err(e) => Reply::Error(format!("the forked instance process did not start: {e}")),
+            }
+        }
+    }
+}
+
+/// In the forked instance: take the descriptors, a session or process group and the working
+/// directory, then run as an exec'd instance process would.
+fn instance(request: &Request, fds: Vec<OwnedFd>, prebuilt: &worker::Prebuilt) -> i32 {
+    // Randomness drawn by WASI comes from the thread's generator, which fork copied.
+    let _ = rand::rng().reseed();
+    // Every received descriptor lies above 9 (fds 4–9 are held), so no dup2 below clobbers
+    // another one; fd 3 (the zygote's socket) is replaced by the control pipe.
+    for (fd, target) in fds.iter().zip(TARGETS) {
+        if move_fd(fd.as_raw_fd(), target).is_err() {
+            return 1;
+        }
+    }
+    drop(fds);
+    for fd in HELD.filter(|fd| *fd != worker::REPORT_FD) {
+        // SAFETY: the held /dev/null descriptors are the zygote's own and unused here.
+        unsafe { libc::close(fd) };
+    }
+    let setup = session(request.terminal)
+        .and_then(|()| std::env::set_current_dir(&request.cwd))
+        .map_err(|e| format!("cannot set up the instance process: {e}"));
+    worker::serve_fds(Some(prebuilt), setup)
+}
+
+/// A session with the terminal as its controlling tty, or a process group of its own.
+fn session(terminal: bool) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on this process; async-signal-safe (also used before exec).
+    let rc = unsafe {
+        if terminal {
+            if libc::setsid() < 0 {
+                -1
+            } else {
+                libc::ioctl(0, libc::TIOCSCTTY, 0)
+            }
+        } else {
+            libc::setpgid(0, 0)
+        }
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The number of threads of this process.
+fn threads() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    let iov = [IoSlice::new(bytes)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+fn receive(socket: &OwnedFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; FDS]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this process.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Duplicates `fd` to the lowest free number ≥ 10 (close-on-exec).
+pub(crate) fn dup_high(fd: i32) -> std::io::Result<i32> {
+    // SAFETY: plain syscall on a descriptor this process owns.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(new)
+}
+
+/// Makes `to` a copy of `from`; dup2 clears close-on-exec on `to`, so it survives exec.
+pub(crate) fn move_fd(from: i32, to: i32) -> std::io::Result<()> {
+    // SAFETY: plain syscall on descriptors this process owns.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
