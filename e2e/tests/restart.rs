@@ -338,6 +338,13 @@ fn instances_are_forked_from_the_pods_zygote_which_goes_with_the_pod() {
         .collect();
     let shim = parent_pid(pids[0]).unwrap();
     let zygote = zygote_of(shim).expect("the shim runs a zygote");
+    // Forked from the shim before its runtime started, without containerd's environment.
+    let environ = |pid: i32| std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(!environ(shim).is_empty());
+    assert!(
+        environ(zygote).iter().all(|b| *b == 0),
+        "the zygote shows containerd's environment"
+    );
     for pid in &pids {
         // Reparented from the zygote's short-lived intermediate to the shim (a subreaper),
         // whose reaper reports its exit.

@@ -46,6 +46,10 @@ fn main() {
         print_info();
         return;
     }
+    if flags.action.is_empty() && zygote::enabled() {
+        // The serving shim, still single-threaded: the zygote shares its pages.
+        zygote::fork_early();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -19,16 +19,13 @@ use tracing::{info, warn};
 use crate::events::{timestamp, Events};
 use crate::exits::Exits;
 use crate::task::TaskService;
-use crate::zygote::Spawner;
+use crate::zygote::{self, Spawner};
 use crate::{engine, spec, worker};
 
 /// containerd's name for this runtime.
 pub const RUNTIME_ID: &str = "io.containerd.wasmkube.v1";
 /// The pid file written into each bundle, read by `delete` after a lost shim.
 pub const PID_FILE: &str = "init.pid";
-/// `WASMKUBE_SPAWN=exec` in the shim's environment: instance processes are exec'd instead of
-/// forked from the zygote.
-pub const SPAWN_ENV: &str = "WASMKUBE_SPAWN";
 
 /// The shim process.
 pub struct Service {
@@ -92,8 +89,7 @@ impl Shim for Service {
             .await
             .expect("the shim's reaper monitor accepts subscribers");
         let exe = std::env::current_exe().expect("the shim binary knows its own path");
-        // WASMKUBE_SPAWN=exec: every instance process is exec'd (benchmarks compare the two).
-        let fork = std::env::var(SPAWN_ENV).map_or(true, |v| v != "exec");
+        let fork = zygote::enabled();
         let spawner = Spawner::new(exe, setup.clone(), fork);
         info!(namespace = %self.namespace, fork, "serving");
         TaskService::new(

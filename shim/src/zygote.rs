@@ -38,6 +38,15 @@ use tracing::{info, warn};
 use crate::engine::EngineSetup;
 use crate::worker;
 
+/// `WASMKUBE_SPAWN=exec` in the shim's environment (containerd's): instance processes are
+/// exec'd instead of forked from the zygote (benchmarks compare the two).
+pub const SPAWN_ENV: &str = "WASMKUBE_SPAWN";
+
+/// Whether this shim forks its instance processes from a zygote ([`SPAWN_ENV`]).
+pub fn enabled() -> bool {
+    std::env::var(SPAWN_ENV).map_or(true, |v| v != "exec")
+}
+
 /// argv[2] of the zygote (container ids never start with `-`, so it is never one).
 pub const ZYGOTE_ARG: &str = "--zygote";
 /// How often a shim replaces a failed zygote before it execs every instance process.
@@ -142,6 +151,7 @@ impl Spawner {
     /// Starts an instance process for container `id` in `cwd` with `fds`; returns its pid.
     pub fn spawn(&self, id: &str, cwd: &Path, fds: InstanceFds) -> std::io::Result<i32> {
         let mut state = self.state.lock().expect("spawner lock poisoned");
+        self.ensure_zygote(&mut state);
         if let Some(zygote) = state.zygote.as_mut() {
             let result = zygote.fork(cwd, &fds);
             if let Ok(pid) = result {
@@ -232,43 +242,17 @@ impl Spawner {
 }
 
 impl Zygote {
+    /// The zygote `main` forked before the runtime started, else a new one exec'd from `exe`;
+    /// sent `setup` to build.
     fn start(exe: &Path, setup: &EngineSetup) -> std::io::Result<Zygote> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
-        setsockopt(&ours, sockopt::ReceiveTimeout, &timeout)?;
-        setsockopt(&ours, sockopt::SendTimeout, &timeout)?;
-        let fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(exe);
-        cmd.arg(worker::WORKER_FLAG)
-            .arg(ZYGOTE_ARG)
-            .current_dir("/")
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Signals aimed at the shim's process group never reach it.
-            .process_group(0);
-        // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if fd == SOCKET_FD {
-                    // Already there; clear close-on-exec.
-                    let dup = dup_high(fd)?;
-                    return move_fd(dup, SOCKET_FD);
-                }
-                move_fd(fd, SOCKET_FD)
-            });
-        }
-        let child = cmd.spawn()?;
-        drop(theirs);
+        let early = EARLY.lock().expect("early zygote lock poisoned").take();
+        let (socket, pid) = match early {
+            Some(early) => early,
+            None => exec_zygote(exe)?,
+        };
         let zygote = Zygote {
-            socket: ours,
-            pid: child.id() as i32,
+            socket,
+            pid,
             ready: false,
         };
         let setup = serde_json::to_vec(setup).map_err(std::io::Error::other)?;
@@ -320,6 +304,153 @@ impl Zygote {
         drop(self.socket);
         let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// A zygote forked by [`fork_early`], waiting for the [`Spawner`] to adopt it.
+static EARLY: Mutex<Option<(OwnedFd, i32)>> = Mutex::new(None);
+
+/// A socket pair for a zygote: the shim's end (with reply timeouts) and the zygote's.
+fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
+    setsockopt(&ours, sockopt::ReceiveTimeout, &timeout)?;
+    setsockopt(&ours, sockopt::SendTimeout, &timeout)?;
+    Ok((ours, theirs))
+}
+
+/// Starts a zygote as a fresh `containerd-shim-wasmkube-v1 --wasmkube-instance --zygote`
+/// (when none was forked early, and to replace a failed one).
+fn exec_zygote(exe: &Path) -> std::io::Result<(OwnedFd, i32)> {
+    let (ours, theirs) = socket_pair()?;
+    let fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg(worker::WORKER_FLAG)
+        .arg(ZYGOTE_ARG)
+        .current_dir("/")
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Signals aimed at the shim's process group never reach it.
+        .process_group(0);
+    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Through a higher copy, so that dup2 also clears close-on-exec when the socket
+            // already is fd 3.
+            let dup = dup_high(fd)?;
+            move_fd(dup, SOCKET_FD)
+        });
+    }
+    let child = cmd.spawn()?;
+    Ok((ours, child.id() as i32))
+}
+
+/// Forks the zygote from the serving shim itself, before the shim starts any thread, so the
+/// zygote (and every instance forked from it) shares the shim's pages: the relocated data of
+/// the binary, which an exec'd zygote would relocate privately again. The child takes the
+/// zygote's argv (`--wasmkube-instance --zygote`, rewritten in place), `/dev/null` as stdio
+/// (so the shim's `start` process, which waits for the shim's stdout to close, is not held)
+/// and a process group of its own, then runs [`main`]. Anything failing leaves the
+/// [`Spawner`] to exec a zygote instead.
+pub fn fork_early() {
+    let Ok((ours, theirs)) = socket_pair() else {
+        return;
+    };
+    // SAFETY: called from `main` before any thread exists.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(ours);
+            let ready = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .and_then(|null| (0..3).try_for_each(|fd| move_fd(null.as_raw_fd(), fd)))
+                .and_then(|()| session(false))
+                .and_then(|()| std::env::set_current_dir("/"))
+                .map(|()| {
+                    // Instances see only what their plan gives them, as exec'd ones (started
+                    // with an empty environment) do. Single-threaded: nothing reads it meanwhile.
+                    for (key, _) in std::env::vars_os() {
+                        std::env::remove_var(key);
+                    }
+                })
+                .and_then(|()| set_cmdline())
+                .and_then(|()| move_fd(theirs.as_raw_fd(), SOCKET_FD));
+            if ready.is_err() {
+                // SAFETY: ends this child without running the shim's exit handlers.
+                unsafe { libc::_exit(1) };
+            }
+            if theirs.as_raw_fd() != SOCKET_FD {
+                drop(theirs);
+            } else {
+                std::mem::forget(theirs);
+            }
+            main()
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(theirs);
+            *EARLY.lock().expect("early zygote lock poisoned") = Some((ours, child.as_raw()));
+        }
+        Err(_) => {}
+    }
+}
+
+/// Rewrites this process's argument area (as `setproctitle` does) to `<argv[0]>
+/// --wasmkube-instance --zygote`, so the zygote and its instances are told from the shim by
+/// their `/proc/PID/cmdline` as exec'd ones are, and blanks its environment area.
+/// (`PR_SET_MM` would need `CAP_SYS_RESOURCE`, which containerized nodes often drop.)
+fn set_cmdline() -> std::io::Result<()> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command name (which may hold spaces) start with field 3; the
+    // argument area is fields 48 and 49.
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .ok_or_else(|| invalid("unreadable /proc/self/stat"))?
+        .split_whitespace()
+        .collect();
+    let field = |n: usize| -> std::io::Result<usize> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| invalid("no argument area in /proc/self/stat"))
+    };
+    let (start, end) = (field(48)?, field(49)?);
+    if end <= start {
+        return Err(invalid("empty argument area"));
+    }
+    // SAFETY: [start, end) is this process's argument area, on its own (writable) stack; `main`
+    // has copied its arguments out and nothing reads the area again.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    let first = area
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| invalid("unterminated argv[0]"))?
+        + 1;
+    let tail = format!("{}\0{}\0", worker::WORKER_FLAG, ZYGOTE_ARG);
+    let area = &mut area[first..];
+    if area.len() < tail.len() {
+        return Err(invalid("argument area too short"));
+    }
+    let (new, rest) = area.split_at_mut(tail.len());
+    new.copy_from_slice(tail.as_bytes());
+    rest.fill(0);
+    // The environment's strings (containerd's, shown by /proc/PID/environ) are blanked too:
+    // the caller has emptied the environment, so nothing points into them any more.
+    let (env_start, env_end) = (field(50)?, field(51)?);
+    if env_end > env_start {
+        // SAFETY: as above, the process's own environment area, no longer referenced.
+        unsafe { std::slice::from_raw_parts_mut(env_start as *mut u8, env_end - env_start) }
+            .fill(0);
+    }
+    Ok(())
 }
 
 fn unexpected(reply: Reply) -> std::io::Error {
