@@ -50,7 +50,16 @@ fn main() {
         // The serving shim, still single-threaded: the zygote shares its pages.
         zygote::fork_early();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The shim handles one pod's calls: one thread runs them (blocking work goes to tokio's
+    // blocking pool), and its threads share one malloc arena, which keeps its private memory
+    // (paid once per pod) small. The zygote, forked above, and HTTP instances keep glibc's
+    // default arenas.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime can be built");
