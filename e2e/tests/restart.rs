@@ -50,11 +50,15 @@ fn eventually(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
     pred()
 }
 
-/// The zygote `shim` started (its child `--wasmkube-instance --zygote`).
+/// The zygote `shim` started: its child `--wasmkube-instance --zygote` whose fd 3 is its
+/// socket (the instances forked from it share its argv and parent, but their fd 3 is a pipe).
 fn zygote_of(shim: i32) -> Option<i32> {
     processes()
         .find(|(pid, argv)| {
-            argv.get(2).is_some_and(|a| a == "--zygote") && parent_pid(*pid) == Some(shim)
+            argv.get(2).is_some_and(|a| a == "--zygote")
+                && parent_pid(*pid) == Some(shim)
+                && std::fs::read_link(format!("/proc/{pid}/fd/3"))
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
         })
         .map(|(pid, _)| pid)
 }

@@ -50,6 +50,8 @@ impl Instance {
             stdio: [stdio.stdin, stdio.stdout, stdio.stderr],
             terminal: stdio.terminal,
         };
+        // Anything slow (a zygote building its engine) happens before the exit routes are held.
+        spawner.prepare();
         // The instance's ends of the pipes are closed here once it has them (spawn consumes
         // them), so a dead instance shows as end-of-file on the report pipe.
         let (_, pid, exit) = exits

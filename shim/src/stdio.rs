@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 
 use crate::error::{Error, Result};
 
@@ -71,6 +71,12 @@ pub fn open_terminal(
 ) -> Result<(ChildStdio, Option<StdinPump>, Terminal)> {
     let pty = nix::pty::openpty(None, None)
         .map_err(|e| Error::io("failed to open a pseudo-terminal")(e.into()))?;
+    // openpty leaves both ends inheritable: an exec'd process (or zygote) would keep them,
+    // and a stray slave holder keeps the copy thread below from ever seeing EIO.
+    for fd in [&pty.master, &pty.slave] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+            .map_err(|e| Error::io("failed to set up the pseudo-terminal")(e.into()))?;
+    }
     let master = File::from(pty.master);
     let slave = File::from(pty.slave);
     let clone = |f: &File| {

@@ -3,18 +3,21 @@
 //! reservation included) and the heap with it copy-on-write, and skip exec, dynamic linking
 //! and engine set-up. Design and measurements: `docs/design/fork-template.md`.
 //!
-//! The shim starts it as `containerd-shim-wasmkube-v1 --wasmkube-instance --zygote` with one
-//! end of a `SOCK_SEQPACKET` pair as fd 3, sends it the node's [`EngineSetup`], and from then
-//! on sends one [`Request`] per instance process, with the instance's five descriptors
-//! (control, report, stdin, stdout, stderr) attached. The zygote forks twice: the
-//! intermediate exits at once, so the instance is reparented to the shim (containerd's shim
-//! library makes the shim a child subreaper), whose reaper sees its exit like any other. The
-//! instance then takes the descriptors as its fds 3, 4 and 0–2 and runs
-//! [`crate::worker::serve`] exactly as an exec'd one does: plan, cgroup placement by the shim
-//! before any guest code, sandbox, ready, start.
+//! The serving shim forks it in `main` before its runtime starts ([`fork_early`]), so it
+//! shares the shim's pages too; a zygote that replaces a failed one is exec'd as
+//! `containerd-shim-wasmkube-v1 --wasmkube-instance --zygote`. Either way it holds one end of
+//! a `SOCK_SEQPACKET` pair as fd 3. The shim sends it the node's [`EngineSetup`] and then one
+//! [`Request`] per instance process, with the instance's five descriptors (control, report,
+//! stdin, stdout, stderr) attached. The zygote forks twice: the intermediate exits at once, so
+//! the instance is reparented to the shim (containerd's shim library makes the shim a child
+//! subreaper), whose reaper sees its exit like any other. The instance then takes the
+//! descriptors as its fds 3, 4 and 0–2 and runs [`crate::worker::serve_fds`] exactly as an
+//! exec'd one does: plan, cgroup placement by the shim before any guest code, sandbox, ready,
+//! start.
 //!
-//! Anything that goes wrong with the zygote (it died, hung, or is not single-threaded) makes
-//! that one spawn fall back to exec, and the zygote is replaced, at most [`RESTARTS`] times.
+//! When the zygote fails (it died, hung, or is not single-threaded) it is replaced, at most
+//! [`RESTARTS`] times. The spawn at hand is exec'd if the zygote cannot have forked it, and
+//! fails otherwise (its pipes must not reach two processes).
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
@@ -31,7 +34,7 @@ use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::sys::time::TimeVal;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -121,8 +124,14 @@ struct State {
 struct Zygote {
     socket: OwnedFd,
     pid: i32,
+    /// Signals it without the risk of a recycled pid (the shim's reaper collects it the
+    /// moment it dies); `None` on kernels without pidfds, where it is never signalled.
+    pidfd: Option<OwnedFd>,
     ready: bool,
 }
+
+/// A zygote process as started: the shim's end of its socket, its pid and a pidfd.
+type Started = (OwnedFd, i32, Option<OwnedFd>);
 
 impl Spawner {
     /// A spawner for the shim binary `exe` whose instances run `setup`'s engine. With `fork`
@@ -142,10 +151,21 @@ impl Spawner {
         spawner
     }
 
-    /// The pid of the zygote, if one runs.
-    pub fn zygote_pid(&self) -> Option<i32> {
-        let state = self.state.lock().expect("spawner lock poisoned");
-        state.zygote.as_ref().map(|z| z.pid)
+    /// Gets the zygote ready (started, engine built) ahead of [`Spawner::spawn`], so that the
+    /// spawn itself, run while the shim's exit routes are held, is one quick round trip.
+    pub fn prepare(&self) {
+        let mut state = self.state.lock().expect("spawner lock poisoned");
+        self.ensure_zygote(&mut state);
+        let Some(zygote) = state.zygote.as_mut() else {
+            return;
+        };
+        if let Err(e) = zygote.await_ready() {
+            warn!(error = %e, "zygote did not get ready; replacing it");
+            if let Some(dead) = state.zygote.take() {
+                dead.stop();
+            }
+            self.ensure_zygote(&mut state);
+        }
     }
 
     /// Starts an instance process for container `id` in `cwd` with `fds`; returns its pid.
@@ -198,7 +218,11 @@ impl Spawner {
                 info!(pid = zygote.pid, "zygote started");
                 state.zygote = Some(zygote);
             }
-            Err(e) => warn!(error = %e, "cannot start the zygote; exec'ing instance processes"),
+            Err(e) => warn!(
+                error = %e,
+                restarts_left = state.restarts,
+                "cannot start a zygote; exec'ing instance processes meanwhile"
+            ),
         }
     }
 
@@ -246,13 +270,14 @@ impl Zygote {
     /// sent `setup` to build.
     fn start(exe: &Path, setup: &EngineSetup) -> std::io::Result<Zygote> {
         let early = EARLY.lock().expect("early zygote lock poisoned").take();
-        let (socket, pid) = match early {
+        let (socket, pid, pidfd) = match early {
             Some(early) => early,
             None => exec_zygote(exe)?,
         };
         let zygote = Zygote {
             socket,
             pid,
+            pidfd,
             ready: false,
         };
         let setup = serde_json::to_vec(setup).map_err(std::io::Error::other)?;
@@ -264,12 +289,7 @@ impl Zygote {
     }
 
     fn fork(&mut self, cwd: &Path, fds: &InstanceFds) -> Result<i32, Failed> {
-        if !self.ready {
-            match self.reply().map_err(Failed::Before)? {
-                Reply::Ready => self.ready = true,
-                other => return Err(Failed::Before(unexpected(other))),
-            }
-        }
+        self.await_ready().map_err(Failed::Before)?;
         let request = serde_json::to_vec(&Request {
             cwd: cwd.to_path_buf(),
             terminal: fds.terminal,
@@ -298,16 +318,47 @@ impl Zygote {
         serde_json::from_slice(&buf[..n]).map_err(std::io::Error::other)
     }
 
-    /// Closes the socket (a live zygote then exits by itself) and kills it, so no zygote
-    /// outlives its shim or a failure; the shim's reaper collects it.
+    /// Closes the socket (a live zygote then exits by itself) and kills it through its pidfd
+    /// (a hung one too), so no zygote outlives its shim or a failure; the shim's reaper
+    /// collects it.
     fn stop(self) {
         drop(self.socket);
-        let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+        if let Some(pidfd) = self.pidfd {
+            // SAFETY: a plain syscall on a pidfd this process owns; no siginfo is passed.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+    }
+
+    /// Waits for the zygote's first answer: its engine is built.
+    fn await_ready(&mut self) -> std::io::Result<()> {
+        if !self.ready {
+            match self.reply()? {
+                Reply::Ready => self.ready = true,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(())
     }
 }
 
 /// A zygote forked by [`fork_early`], waiting for the [`Spawner`] to adopt it.
-static EARLY: Mutex<Option<(OwnedFd, i32)>> = Mutex::new(None);
+static EARLY: Mutex<Option<Started>> = Mutex::new(None);
+
+/// A pidfd for `pid`, which must not have been reaped yet.
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: a plain syscall; on success it returns a new descriptor this process owns.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: as above.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
 
 /// A socket pair for a zygote: the shim's end (with reply timeouts) and the zygote's.
 fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -325,7 +376,7 @@ fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Starts a zygote as a fresh `containerd-shim-wasmkube-v1 --wasmkube-instance --zygote`
 /// (when none was forked early, and to replace a failed one).
-fn exec_zygote(exe: &Path) -> std::io::Result<(OwnedFd, i32)> {
+fn exec_zygote(exe: &Path) -> std::io::Result<Started> {
     let (ours, theirs) = socket_pair()?;
     let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(exe);
@@ -348,7 +399,10 @@ fn exec_zygote(exe: &Path) -> std::io::Result<(OwnedFd, i32)> {
         });
     }
     let child = cmd.spawn()?;
-    Ok((ours, child.id() as i32))
+    let pid = child.id() as i32;
+    // It blocks on its socket until sent the setup, so it cannot have died and been reaped
+    // yet, short of being killed from outside in this instant.
+    Ok((ours, pid, pidfd(pid)))
 }
 
 /// Forks the zygote from the serving shim itself, before the shim starts any thread, so the
@@ -395,7 +449,9 @@ pub fn fork_early() {
         }
         Ok(ForkResult::Parent { child }) => {
             drop(theirs);
-            *EARLY.lock().expect("early zygote lock poisoned") = Some((ours, child.as_raw()));
+            // No reaper runs yet: the pid is the zygote's, dead or alive.
+            let pid = child.as_raw();
+            *EARLY.lock().expect("early zygote lock poisoned") = Some((ours, pid, pidfd(pid)));
         }
         Err(_) => {}
     }
@@ -625,21 +681,38 @@ fn threads() -> Option<u32> {
         .and_then(|n| n.trim().parse().ok())
 }
 
+/// Sends one message, retrying when a signal interrupts it: with a send timeout set,
+/// `SA_RESTART` does not restart socket calls, and the shim's threads take SIGCHLD.
 fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     let iov = [IoSlice::new(bytes)];
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &iov,
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    Ok(())
+    loop {
+        match sendmsg::<()>(
+            socket.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            sent => return sent.map(drop).map_err(std::io::Error::from),
+        }
+    }
 }
 
+/// Receives one message and the descriptors attached to it, retrying on signals (as
+/// [`send`]).
 fn receive(socket: &OwnedFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    loop {
+        match receive_once(socket, buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            received => return received,
+        }
+    }
+}
+
+fn receive_once(socket: &OwnedFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([RawFd; FDS]);
     let msg = recvmsg::<()>(
