@@ -10,10 +10,13 @@
 //!   `wasmtime serve` equivalent of our code path) on loopback, without containerd, namespace
 //!   or cgroup.
 //!
-//! The pod is also measured with `wasmkube.dev/http-log: requests` (one log line per request).
+//! The pod is also measured with `wasmkube.dev/http-log: requests` (one log line per request),
+//! and the baseline again inside `cpu` and `cpuacct` cgroups three levels deep, as the pod's
+//! server is: the difference between the pod and the baseline is mostly CFS group scheduling.
 //! Client and server share the machine's cores; the table says how many. Environment:
 //! `WASMKUBE_HTTP_SECONDS` (default 10), `WASMKUBE_HTTP_CONNECTIONS` (default 32),
-//! `WASMKUBE_HTTP_CLIENT_THREADS` (default 1). Prints a table with the 30,000 req/s target and
+//! `WASMKUBE_HTTP_CLIENT_THREADS` (default 1), `WASMKUBE_HTTP_CASES` (a comma list of `pod`,
+//! `bridge`, `log`, `baseline`, `cgroup`; default all five). Prints a table with the 30,000 req/s target and
 //! writes `target/bench/http.json`. Run through `bash scripts/bench.sh http`. Needs root.
 
 use std::net::SocketAddr;
@@ -66,6 +69,55 @@ impl Measured {
     }
 }
 
+/// `cpu` and `cpuacct` cgroups three levels deep (cgroup v1), removed on drop once empty.
+struct DeepCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl DeepCgroup {
+    const PATH: &'static str = "wasmkube-bench-http/a/b";
+
+    /// `None` where there is no cgroup v1 `cpu` hierarchy.
+    fn create() -> anyhow::Result<Option<DeepCgroup>> {
+        let root = PathBuf::from("/sys/fs/cgroup");
+        if !root.join("cpu/cgroup.procs").exists() {
+            return Ok(None);
+        }
+        let mut dirs = Vec::new();
+        for controller in ["cpu", "cpuacct"] {
+            let dir = root.join(controller).join(Self::PATH);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        Ok(Some(DeepCgroup { dirs }))
+    }
+
+    /// Moves process `pid` into the cgroups.
+    fn enter(&self, pid: u32) -> anyhow::Result<()> {
+        for dir in &self.dirs {
+            let procs = dir.join("cgroup.procs");
+            std::fs::write(&procs, pid.to_string())
+                .with_context(|| format!("writing {}", procs.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DeepCgroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            // The innermost first; `cpu` and `cpuacct` may be one hierarchy.
+            let mut level = dir.clone();
+            for _ in 0..3 {
+                let _ = std::fs::remove_dir(&level);
+                level.pop();
+            }
+        }
+    }
+}
+
 fn measure(
     server: u32,
     addr: SocketAddr,
@@ -97,6 +149,9 @@ fn main() -> anyhow::Result<()> {
     let connections = env_or("WASMKUBE_HTTP_CONNECTIONS", 32) as usize;
     let threads = env_or("WASMKUBE_HTTP_CLIENT_THREADS", 1) as usize;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cases = std::env::var("WASMKUBE_HTTP_CASES")
+        .unwrap_or_else(|_| "pod,bridge,log,baseline,cgroup".into());
+    let wanted = |case: &str| cases.split(',').any(|c| c.trim() == case);
     let (shim, _) = bench::shim_under_test()?;
     println!(
         "wasi:http: {connections} keep-alive connections, {seconds} s after a 2 s warm-up, \
@@ -127,7 +182,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             threads,
         )?;
-        let over_bridge = if bridge {
+        let over_bridge = if bridge && wanted("bridge") {
             Some(measure(
                 server,
                 pod_ip,
@@ -142,16 +197,29 @@ fn main() -> anyhow::Result<()> {
         n.remove_pod(&pod)?;
         anyhow::Ok((loopback, over_bridge))
     };
-    let (pod, bridged) = pod_case("http-bench", &[], true)?;
-    let bridged = bridged.context("measured")?;
-    let (logged, _) = pod_case(
-        "http-bench-log",
-        &[("wasmkube.dev/http-log", "requests")],
-        false,
-    )?;
+    let (pod, bridged) = if wanted("pod") || wanted("bridge") {
+        let (pod, bridged) = pod_case("http-bench", &[], true)?;
+        (wanted("pod").then_some(pod), bridged)
+    } else {
+        (None, None)
+    };
+    let logged = if wanted("log") {
+        Some(
+            pod_case(
+                "http-bench-log",
+                &[("wasmkube.dev/http-log", "requests")],
+                false,
+            )?
+            .0,
+        )
+    } else {
+        None
+    };
 
-    let baseline = {
-        let module = rust_module("http_hello", Target::P2)?;
+    // The baseline, and the baseline again inside CPU cgroups as deep as the pod's: what a
+    // pod's cgroup alone costs.
+    let module = rust_module("http_hello", Target::P2)?;
+    let direct = |cgroup: Option<&DeepCgroup>| -> anyhow::Result<Measured> {
         let port = 18_480;
         let mut server = Command::new(&shim)
             .arg("--run")
@@ -162,12 +230,26 @@ fn main() -> anyhow::Result<()> {
             .spawn()
             .context("starting the shim with --run")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let report = get_when_up(addr, "/healthz", Duration::from_secs(15))
+        let report = cgroup
+            .map_or(Ok(()), |c| c.enter(server.id()))
+            .and_then(|()| get_when_up(addr, "/healthz", Duration::from_secs(15)))
             .and_then(|_| measure(server.id(), addr, None, connections, seconds, threads));
         // Stopped by its PID, pass or fail.
         let _ = server.kill();
         let _ = server.wait();
-        report?
+        report
+    };
+    let baseline = wanted("baseline").then(|| direct(None)).transpose()?;
+    let in_cgroup = if wanted("cgroup") {
+        match DeepCgroup::create()? {
+            Some(cgroup) => Some(direct(Some(&cgroup))?),
+            None => {
+                println!("cgroup: skipped, no cgroup v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+                None
+            }
+        }
+    } else {
+        None
     };
 
     let mut rows = Vec::new();
@@ -181,7 +263,13 @@ fn main() -> anyhow::Result<()> {
         ("pod, pod IP over the CNI bridge", "pod_bridge", &bridged),
         ("pod, request log on (loopback)", "pod_request_log", &logged),
         ("baseline (shim --run, loopback)", "baseline", &baseline),
+        (
+            "baseline in cpu cgroups 3 deep, as the pod's",
+            "baseline_cgroup",
+            &in_cgroup,
+        ),
     ] {
+        let Some(measured) = measured else { continue };
         let report = &measured.report;
         let errors = report.errors();
         let per_core = report.rps() / measured.cores();
