@@ -16,8 +16,8 @@
 //! Client and server share the machine's cores; the table says how many. Environment:
 //! `WASMKUBE_HTTP_SECONDS` (default 10), `WASMKUBE_HTTP_CONNECTIONS` (default 32),
 //! `WASMKUBE_HTTP_CLIENT_THREADS` (default 1), `WASMKUBE_HTTP_CASES` (a comma list of `pod`,
-//! `bridge`, `log`, `baseline`, `cgroup`; default all five). Prints a table with the 30,000 req/s target and
-//! writes `target/bench/http.json`. Run through `bash scripts/bench.sh http`. Needs root.
+//! `bridge`, `log`, `baseline`, `cgroup`; default all five). Prints a table with the 30,000
+//! req/s target and writes `target/bench/http.json`. Run through `bash scripts/bench.sh http`. Needs root.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,9 +87,7 @@ impl DeepCgroup {
         for controller in ["cpu", "cpuacct"] {
             let dir = root.join(controller).join(Self::PATH);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
+            dirs.push(dir);
         }
         Ok(Some(DeepCgroup { dirs }))
     }
@@ -108,9 +106,10 @@ impl DeepCgroup {
 impl Drop for DeepCgroup {
     fn drop(&mut self) {
         for dir in &self.dirs {
-            // The innermost first; `cpu` and `cpuacct` may be one hierarchy.
+            // The innermost first; `cpu` and `cpuacct` may be one hierarchy (the second
+            // pass then finds nothing left).
             let mut level = dir.clone();
-            for _ in 0..3 {
+            for _ in Self::PATH.split('/') {
                 let _ = std::fs::remove_dir(&level);
                 level.pop();
             }

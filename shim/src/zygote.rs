@@ -161,10 +161,7 @@ impl Spawner {
         };
         if let Err(e) = zygote.await_ready() {
             warn!(error = %e, "zygote did not get ready; replacing it");
-            if let Some(dead) = state.zygote.take() {
-                dead.stop();
-            }
-            self.ensure_zygote(&mut state);
+            self.replace_zygote(&mut state);
         }
     }
 
@@ -177,10 +174,7 @@ impl Spawner {
             if let Ok(pid) = result {
                 return Ok(pid);
             }
-            if let Some(dead) = state.zygote.take() {
-                dead.stop();
-            }
-            self.ensure_zygote(&mut state);
+            self.replace_zygote(&mut state);
             match result {
                 Err(Failed::Before(e)) => {
                     warn!(container_id = id, error = %e, "zygote failed; exec'ing the instance process");
@@ -224,6 +218,14 @@ impl Spawner {
                 "cannot start a zygote; exec'ing instance processes meanwhile"
             ),
         }
+    }
+
+    /// Stops the zygote, which failed, and starts its replacement while restarts are left.
+    fn replace_zygote(&self, state: &mut State) {
+        if let Some(dead) = state.zygote.take() {
+            dead.stop();
+        }
+        self.ensure_zygote(state);
     }
 
     /// The exec path: a fresh `containerd-shim-wasmkube-v1 --wasmkube-instance <id>`.
