@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The wasmkube cluster e2e suite on kind: creates a cluster (control plane, a worker and an
-# edge worker), builds and loads the images, installs the chart, runs the scenarios, tears the
-# cluster down. Needs Docker, kind, kubectl, helm, buildah and skopeo.
+# edge worker), builds and loads the images, installs the chart, runs the scenarios of
+# e2e/cluster/scenarios.sh (the same ones the real-cluster suite, e2e/cluster/run.sh, runs),
+# tears the cluster down. Needs Docker, kind, kubectl, helm, buildah and skopeo.
 #
 #   e2e/kind/run.sh            run it (exits 77 = skipped when Docker or kind is missing)
 #   e2e/kind/run.sh --dry-run  print every command it would run, run none
@@ -13,10 +14,18 @@ readonly CLUSTER=wasmkube-e2e
 readonly NS=wasmkube-system
 readonly REGISTRY_NAME=wasmkube-registry
 readonly REGISTRY_PORT=5001
-readonly REGISTRY="localhost:${REGISTRY_PORT}"
+# The registry as this host reaches it (pushes); the nodes reach it by name.
+readonly REGISTRY_HOST="localhost:${REGISTRY_PORT}"
 ROOT=$(cd "${0%/*}/../.." && pwd)
 readonly ROOT
-readonly MANIFESTS="$ROOT/e2e/kind/manifests"
+# The scenarios read these (see e2e/cluster/scenarios.sh).
+REGISTRY="${REGISTRY_NAME}:5000"
+EDGE_NODE="${CLUSTER}-worker2"
+# shellcheck source=e2e/cluster/scenarios.sh disable=SC1091
+source "$ROOT/e2e/cluster/scenarios.sh"
+k() { kubectl "$@"; }
+net() { "$@"; }
+net_bg() { "$@" >/dev/null 2>&1 & }
 DRY=0
 KEEP=0
 for arg in "$@"; do
@@ -84,8 +93,16 @@ build_and_load() {
   for image in wasmkube-operator-amd64 wasmkube-node-installer-amd64 module-stub; do
     run kind load image-archive "$ROOT/target/kind/$image.tar" --name "$CLUSTER"
   done
-  for module in hello-p1 hello-artifact-p1 probe-p1 probe-p2 http-hello-p2; do
-    run skopeo copy --dest-tls-verify=false "oci-archive:$ROOT/target/kind/$module.tar" "docker://${REGISTRY}/wasmkube/${module/-p/:p}"
+  local pair file repo tag lang
+  for pair in hello-p1:hello:p1 hello-artifact-p1:hello-artifact:p1 probe-p1:probe:p1 \
+    probe-p2:probe:p2 probe-tools:probe:tools http-hello-p2:http-hello:1 \
+    hello-native:hello-native:1; do
+    IFS=: read -r file repo tag <<<"$pair"
+    run skopeo copy --dest-tls-verify=false "oci-archive:$ROOT/target/kind/$file.tar" "docker://${REGISTRY_HOST}/wasmkube/$repo:$tag"
+  done
+  run bash "$ROOT/scripts/examples.sh" "$ROOT/target/examples"
+  for lang in c zig as go; do
+    run "$ROOT/target/debug/wasmkube" --insecure push "$ROOT/target/examples/wordcount-$lang.wasm" "${REGISTRY_HOST}/wasmkube/wordcount-$lang:1"
   done
 }
 
@@ -103,126 +120,22 @@ install_chart() {
   done
 }
 
-# Applies a manifest with the registry filled in.
-apply() {
-  echo "+ kubectl apply -f $1 (REGISTRY=${REGISTRY_NAME}:5000)"
-  if ((DRY == 0)); then sed "s#REGISTRY#${REGISTRY_NAME}:5000#" "$1" | kubectl apply -f -; fi
-}
-
-scenario_hello() {
-  step "scenario: hello is Ready, logs, pinned by digest"
-  apply "$MANIFESTS/hello.yaml"
-  run kubectl wait wasmapp/hello --for=condition=Ready --timeout=180s
-  run kubectl logs -l wasmkube.dev/app=hello --tail=-1
-  if ((DRY == 0)); then
-    kubectl logs -l wasmkube.dev/app=hello --tail=-1 | grep -q "hello from wasmkube" || fail "hello did not log"
-    kubectl get pods -l wasmkube.dev/app=hello -o jsonpath='{.items[*].spec.containers[0].image}' | grep -q "@sha256:" || fail "hello not pinned by digest"
-  fi
-}
-
-scenario_http() {
-  step "scenario: an HTTP WasmApp answers through its Service"
-  apply "$MANIFESTS/http.yaml"
-  run kubectl wait wasmapp/web --for=condition=Ready --timeout=180s
-  echo "+ kubectl port-forward service/web 18080:8080 (in the background)"
-  if ((DRY == 0)); then
-    kubectl port-forward service/web 18080:8080 >/dev/null 2>&1 &
-    local forward=$!
-    sleep 3
-    curl -fsS --max-time 10 http://127.0.0.1:18080/ | grep -q "hello from a wasm pod" \
-      || fail "web did not answer through its Service"
-    kill "$forward" || true
-  fi
-}
-
-scenario_wasi_http() {
-  step "scenario: a wasi:http component, served by the shim, answers through its Service"
-  apply "$MANIFESTS/http-hello.yaml"
-  run kubectl wait wasmapp/http-hello --for=condition=Ready --timeout=180s
-  echo "+ kubectl port-forward service/http-hello 18081:8080 (in the background)"
-  if ((DRY == 0)); then
-    kubectl port-forward service/http-hello 18081:8080 >/dev/null 2>&1 &
-    local forward=$!
-    sleep 3
-    curl -fsS --max-time 10 http://127.0.0.1:18081/ | grep -q "Hello from wasmkube" \
-      || fail "http-hello did not answer through its Service"
-    curl -sS -D - -o /dev/null --max-time 10 http://127.0.0.1:18081/ | grep -qi "^x-wasmkube: http-hello" \
-      || fail "http-hello's header is missing"
-    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://127.0.0.1:18081/trap) == 500 ]] \
-      || fail "a trapping request did not get 500"
-    curl -fsS --max-time 10 http://127.0.0.1:18081/ >/dev/null || fail "no answer after a trap"
-    kill "$forward" || true
-  fi
-}
-
-scenario_placement() {
-  step "scenario: edge-only lands on the edge worker; amd64+arm64 lands on eligible nodes"
-  apply "$MANIFESTS/edge.yaml"
-  apply "$MANIFESTS/multiarch.yaml"
-  run kubectl wait wasmapp/edge-only wasmapp/anywhere --for=condition=Ready --timeout=180s
-  run kubectl get pods -l wasmkube.dev/app=edge-only -o jsonpath='{.items[*].spec.nodeName}'
-  if ((DRY == 0)); then
-    for n in $(kubectl get pods -l wasmkube.dev/app=edge-only -o jsonpath='{.items[*].spec.nodeName}'); do
-      [[ $n == "${CLUSTER}-worker2" ]] || fail "edge-only pod on $n"
-    done
-  fi
-}
-
-scenario_beside_nginx() {
-  step "scenario: a WasmApp beside an ordinary nginx Deployment"
-  run kubectl apply -f "$MANIFESTS/nginx.yaml"
-  run kubectl rollout status deployment/nginx --timeout=180s
-  run kubectl wait wasmapp/hello --for=condition=Ready --timeout=60s
-}
-
-scenario_scale() {
-  step "scenario: kubectl scale through the scale subresource"
-  run kubectl scale wasmapp/hello --replicas=3
-  run kubectl wait wasmapp/hello --for=jsonpath='{.status.readyReplicas}'=3 --timeout=180s
-}
-
-scenario_memory() {
-  step "scenario: a memory-limit violation makes the app not Ready"
-  apply "$MANIFESTS/greedy.yaml"
-  run kubectl wait wasmapp/greedy --for=condition=Ready=false --timeout=120s
-  run kubectl wait pod -l wasmkube.dev/app=greedy --for=jsonpath='{.status.containerStatuses[0].lastState.terminated.exitCode}'=3 --timeout=120s
-}
-
-scenario_delete() {
-  step "scenario: deleting a WasmApp removes what it owned"
-  run kubectl delete wasmapp/web --wait=true
-  run kubectl wait deployment/web service/web --for=delete --timeout=120s
-}
-
-scenario_invalid() {
-  step "scenario: an invalid WasmApp is refused with a readable message"
-  echo "+ kubectl apply -f $MANIFESTS/invalid.yaml (must fail)"
-  if ((DRY == 0)); then
-    if out=$(sed "s#REGISTRY#${REGISTRY_NAME}:5000#" "$MANIFESTS/invalid.yaml" | kubectl apply -f - 2>&1); then
-      fail "invalid WasmApp was accepted"
-    fi
-    grep -q "needs capabilities.network: inherit" <<<"$out" || fail "unexpected refusal: $out"
-  fi
-}
-
 teardown() {
   if ((KEEP)); then echo "kind e2e: cluster $CLUSTER kept (kind delete cluster --name $CLUSTER)"; return; fi
   run kind delete cluster --name "$CLUSTER" || true
   run docker rm -f "$REGISTRY_NAME" || true
 }
 
+readonly SCENARIOS=(hello wordcounts http listener exec scale placement bad_module beside_runc
+  memory invalid delete)
+
 if ((DRY == 0)); then preflight; fi
 trap teardown EXIT
 create_cluster
 build_and_load
 install_chart
-scenario_hello
-scenario_http
-scenario_wasi_http
-scenario_placement
-scenario_beside_nginx
-scenario_scale
-scenario_memory
-scenario_delete
-scenario_invalid
-echo "kind e2e: passed"
+if ((DRY)); then
+  for name in "${SCENARIOS[@]}"; do echo "+ scenario $name"; done
+  exit 0
+fi
+if run_scenarios "${SCENARIOS[@]}"; then echo "kind e2e: passed"; else fail "scenarios failed"; fi
