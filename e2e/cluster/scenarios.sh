@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The cluster scenarios, shared by the real-cluster suite (e2e/cluster/run.sh, Kubernetes 1.20
 # built here) and the kind suite (e2e/kind/run.sh). Sourced; the caller defines:
-#   k ARGS...        kubectl against the cluster
+#   k ARGS...        kubectl against the cluster; k_bg ARGS...: the same in the background
 #   net CMD...       runs CMD where port-forwards listen (the cluster's network namespace or the host)
 #   REGISTRY         the registry as the operator and the nodes see it (host:port)
 #   EDGE_NODE        an edge node (label node-role.kubernetes.io/edge), or "" when there is none
@@ -93,7 +93,7 @@ no_app_pods() { [[ -z $(k get pods -l wasmkube.dev/app -o name) ]]; }
 # forward NAME SERVICE LOCAL REMOTE: kubectl port-forward in the background; FORWARD_PID is set.
 forward() {
   echo "+ kubectl port-forward service/$2 $3:$4"
-  net_bg k port-forward "service/$2" "$3:$4"
+  k_bg port-forward "service/$2" "$3:$4"
   FORWARD_PID=$!
   eventually 30 net curl -s -o /dev/null "http://127.0.0.1:$3/" || fail "port-forward to $2 did not open"
 }

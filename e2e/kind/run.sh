@@ -25,7 +25,7 @@ EDGE_NODE="${CLUSTER}-worker2"
 source "$ROOT/e2e/cluster/scenarios.sh"
 k() { kubectl "$@"; }
 net() { "$@"; }
-net_bg() { "$@" >/dev/null 2>&1 & }
+k_bg() { kubectl "$@" >/dev/null 2>&1 & }
 DRY=0
 KEEP=0
 for arg in "$@"; do

@@ -29,7 +29,7 @@ if have_all; then
 fi
 
 need_apt golang-go golang-github-modern-go-reflect2-dev etcd-server openssl dpkg-dev
-started=$(date +%s)
+started=$SECONDS
 work=$PREFIX/build
 mkdir -p "$work"
 if [[ ! -d $work/src/kubernetes/cmd/kubelet ]]; then
@@ -59,9 +59,10 @@ openapi=pkg/generated/openapi/zz_generated.openapi.go
 if [[ ! -s $openapi ]]; then
   echo "==> kubernetes $VERSION: openapi-gen"
   go build -o "$work/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
-  # Every package that asks for OpenAPI definitions, as import paths seen from k8s.io/kubernetes
-  # (-R: vendor/k8s.io/* are symlinks into staging/).
-  inputs=$(grep -Rl --include=doc.go -e '+k8s:openapi-gen=true' pkg vendor/k8s.io/ \
+  # Every package that asks for OpenAPI definitions (the tag is on a package or on a type), as
+  # import paths seen from k8s.io/kubernetes; -R: vendor/k8s.io/* are symlinks into staging/.
+  inputs=$(grep -Rl --include='*.go' -e '+k8s:openapi-gen=true' pkg vendor/k8s.io/ \
+    | grep -v -e '_test\.go$' -e '^vendor/k8s.io/code-generator/' -e '^vendor/k8s.io/kube-openapi/' \
     | xargs -n1 dirname | sort -u \
     | sed -e 's#^vendor/##' -e 's#^pkg/#k8s.io/kubernetes/pkg/#' | paste -sd, -)
   "$work/openapi-gen" --logtostderr -v 1 -i "$inputs" \
@@ -72,9 +73,14 @@ if [[ ! -s $openapi ]]; then
   [[ $(wc -c <"$openapi") -gt 1000000 ]] || { echo "openapi-gen wrote too little ($openapi)" >&2; rm -f "$openapi"; exit 1; }
 fi
 
-version_pkg=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-ldflags="-s -w -X $version_pkg.gitVersion=v$VERSION -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=20"
-ldflags+=" -X $version_pkg.gitTreeState=clean -X $version_pkg.buildDate=2021-01-13T13:20:00Z"
+# The version the binaries report (the API server's /version comes from client-go's package,
+# the kubelet's from component-base's), as upstream's hack/lib/version.sh sets it.
+ldflags="-s -w"
+for pkg in k8s.io/kubernetes/vendor/k8s.io/component-base/version \
+  k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=v$VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=20"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=2021-01-13T13:20:00Z"
+done
 mkdir -p "$PREFIX/bin"
 for b in "${BINARIES[@]}"; do
   [[ -x $PREFIX/bin/$b ]] && continue
@@ -82,4 +88,4 @@ for b in "${BINARIES[@]}"; do
   go build -ldflags "$ldflags" -o "$PREFIX/bin/$b.tmp" "k8s.io/kubernetes/cmd/$b"
   mv "$PREFIX/bin/$b.tmp" "$PREFIX/bin/$b"
 done
-echo "==> kubernetes $VERSION: built in $(($(date +%s) - started)) s into $PREFIX/bin"
+echo "==> kubernetes $VERSION: built in $((SECONDS - started)) s into $PREFIX/bin"
