@@ -41,5 +41,5 @@ if (($#)); then
   run_scenarios "$@"
 else
   run_scenarios no_route_out hello wordcounts http listener exec scale placement bad_module \
-    beside_runc memory invalid delete
+    beside_runc memory invalid invalid_table delete
 fi

@@ -230,6 +230,46 @@ scenario_invalid() {
   fi
 }
 
+# The table of bad WasmApps (e2e/cluster/invalid/, see its README): each is refused at apply
+# by the server's schema, or stored (a server without CEL) and then reported Invalid by the
+# operator with the file's `# operator:` text and a Warning Event; none gets a Deployment.
+scenario_invalid_table() {
+  step "every bad WasmApp of e2e/cluster/invalid/ is refused or reported Invalid, never deployed"
+  local file name want out refused=0 reported=0
+  for file in "$SCENARIO_DIR"/invalid/*.yaml; do
+    name=$(sed -n 's/^  name: //p' "$file" | head -n 1)
+    want=$(sed -n 's/^# operator: *//p' "$file" | sed 's/ *$//')
+    if out=$(k create -f "$file" 2>&1); then
+      wait_condition "$name" Ready False 60
+      [[ $(condition "$name" Ready reason) == Invalid ]] || fail "$name: reason is not Invalid"
+      if [[ -n $want ]]; then
+        condition "$name" Ready message | grep -qF -- "$want" \
+          || fail "$name: the message lacks '$want': $(condition "$name" Ready message)"
+      fi
+      eventually 60 warning_event "$name" Invalid || fail "$name: no Warning Event Invalid"
+      reported=$((reported + 1))
+    else
+      echo "refused at apply: ${out:0:160}"
+      refused=$((refused + 1))
+    fi
+  done
+  # Deployments are written only after validation: give a wrong reconcile time to show.
+  sleep 3
+  for file in "$SCENARIO_DIR"/invalid/*.yaml; do
+    name=$(sed -n 's/^  name: //p' "$file" | head -n 1)
+    [[ -z $(k get deploy "$name" -o name 2>/dev/null) ]] || fail "$name was deployed"
+  done
+  echo "bad WasmApps: $refused refused by the server's schema, $reported reported Invalid by the operator"
+  local minor
+  minor=$(k version -o json | jq -r '.serverVersion.minor' | tr -dc 0-9)
+  if ((minor < 25)); then
+    ((reported > 0)) || fail "a server without CEL refused every case: the operator was not exercised"
+  else
+    ((reported == 0)) || fail "a server with CEL (1.$minor) stored $reported bad WasmApps"
+  fi
+  k delete -f "$SCENARIO_DIR/invalid/" --ignore-not-found >/dev/null
+}
+
 scenario_delete() {
   step "deleting WasmApps removes their Deployments, Services and pods"
   k delete wasmapp --all --wait=true --timeout=120s

@@ -127,7 +127,7 @@ teardown() {
 }
 
 readonly SCENARIOS=(hello wordcounts http listener exec scale placement bad_module beside_runc
-  memory invalid delete)
+  memory invalid invalid_table delete)
 
 if ((DRY == 0)); then preflight; fi
 trap teardown EXIT

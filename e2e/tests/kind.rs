@@ -48,6 +48,7 @@ fn dry_run_lists_every_scenario_command_in_order() {
         "+ scenario beside_runc",
         "+ scenario memory",
         "+ scenario invalid",
+        "+ scenario invalid_table",
         "+ scenario delete",
         "+ kind delete cluster --name wasmkube-e2e",
     ];
