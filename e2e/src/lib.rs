@@ -1,6 +1,7 @@
 //! Test harness for wasmkube: a private containerd with the `wasmkube` runtime, OCI image
 //! archives built from modules compiled from source, and clean-up of everything a test starts.
 
+pub mod apiserver;
 pub mod bench;
 pub mod churn;
 pub mod containerd;

@@ -12,6 +12,59 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The messages of the CRD's CEL rules: what `kubectl apply` prints for a bad WasmApp, and what
+/// the operator reports for the same app where the API server does not evaluate CEL.
+pub mod refusal {
+    /// The app name does not fit a label value.
+    pub const NAME_TOO_LONG: &str =
+        "metadata.name must be at most 63 characters: the operator puts the app's name in its pods' labels, which allow no more";
+    /// Ports declared without the network capability to listen on them.
+    pub const PORTS_NEED_INHERIT: &str =
+        "ports needs capabilities.network: inherit (without it a module cannot listen; a wasi:http/proxy component, served by the shim, needs only http)";
+    /// An http port outside the declared ports.
+    pub const HTTP_PORT_NOT_IN_PORTS: &str = "http.port must be one of ports[].port";
+    /// Two ports with one name.
+    pub const PORT_NAMES_NOT_UNIQUE: &str =
+        "port names must be unique (the Service needs one name per port)";
+    /// A TCP and a UDP port on one number, one of them unnamed (both would be `port-<n>`).
+    pub const SHARED_PORT_UNNAMED: &str =
+        "ports that share a number (one TCP, one UDP) need a name each";
+    /// Two volumes at one mountPath.
+    pub const MOUNT_PATHS_NOT_UNIQUE: &str = "volume mountPaths must be unique";
+    /// An env variable with both a value and a source.
+    pub const ENV_VALUE_AND_VALUE_FROM: &str =
+        "an env variable has either value or valueFrom, not both";
+    /// A module reference that is only a registry (`host:5000`).
+    pub const MODULE_WITHOUT_REPOSITORY: &str =
+        "module must name a registry and a repository, e.g. registry.example:5000/team/app:1.0 (registry.example:5000 alone names no repository)";
+    /// A module repository with capitals.
+    pub const MODULE_UPPER_CASE: &str =
+        "module repository must be lower-case (a-z, 0-9, '.', '_', '-' and '/'); only the registry host and the tag may use capitals";
+    /// A module that is no OCI reference with a tag or digest.
+    pub const MODULE_NOT_A_REFERENCE: &str =
+        "module must be an OCI reference with a tag or digest, e.g. registry.example/team/app:1.0 or registry.example/team/app@sha256:<64 hex digits>";
+    /// A port name that is no IANA service name.
+    pub const PORT_NAME: &str =
+        "port name must be an IANA service name: up to 15 of a-z, 0-9 and '-', with at least one letter, no '--' and no '-' at either end (e.g. http, metrics)";
+    /// A volume name that is no DNS label.
+    pub const VOLUME_NAME: &str =
+        "volume name must be a DNS label: up to 63 of a-z, 0-9 and '-', starting and ending with a letter or digit (e.g. input)";
+    /// A volume with no source or more than one.
+    pub const VOLUME_SOURCES: &str =
+        "a volume needs exactly one of configMap, secret, emptyDir, persistentVolumeClaim";
+}
+
+/// The grammar `spec.module` must match (OCI distribution references, with a tag or a digest or
+/// both): `registry[:port]/repository[:tag][@sha256:digest]`, the registry a host name or a
+/// bracketed IPv6 address, the repository lower-case path components. Written for CEL string
+/// literals: no backslash except the doubled ones that escape the IPv6 brackets.
+pub const MODULE_REFERENCE: &str = concat!(
+    "^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*",
+    "|\\\\[[0-9a-fA-F:]+\\\\])(:[0-9]+)?",
+    "/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*",
+    "(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(@sha256:[a-f0-9]{64})?|@sha256:[a-f0-9]{64})$"
+);
+
 /// Desired state of a WasmApp: one Wasm module (core module or component) run as `replicas`
 /// pods on nodes that have the wasmkube shim.
 #[allow(
@@ -30,6 +83,8 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     derive = "Default",
     cel,
+    validation = Rule::new("self.metadata.name.size() <= 63")
+        .message(refusal::NAME_TOO_LONG),
     doc = "A WebAssembly application: replicas of one Wasm module, run as pods with a Wasm runtime class.",
     scale(
         spec_replicas_path = ".spec.replicas",
@@ -63,21 +118,36 @@ use serde::{Deserialize, Serialize};
 )]
 #[x_kube(
     validation = Rule::new("!has(self.ports) || size(self.ports) == 0 || (has(self.capabilities) && self.capabilities.network == 'inherit')")
-        .message("ports needs capabilities.network: inherit (without it a module cannot listen; a wasi:http/proxy component, served by the shim, needs only http)"),
+        .message(refusal::PORTS_NEED_INHERIT),
     validation = Rule::new("!has(self.http) || !has(self.ports) || size(self.ports) == 0 || self.ports.exists(p, p.port == self.http.port)")
-        .message("http.port must be one of ports[].port"),
-    validation = Rule::new("!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.name == v.name))")
-        .message("volume names must be unique"),
+        .message(refusal::HTTP_PORT_NOT_IN_PORTS),
+    validation = Rule::new("!has(self.ports) || self.ports.all(p, !has(p.name) || self.ports.exists_one(q, has(q.name) && q.name == p.name))")
+        .message(refusal::PORT_NAMES_NOT_UNIQUE)
+        .field_path(".ports"),
+    validation = Rule::new("!has(self.ports) || self.ports.all(p, has(p.name) || self.ports.exists_one(q, q.port == p.port))")
+        .message(refusal::SHARED_PORT_UNNAMED)
+        .field_path(".ports"),
     validation = Rule::new("!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.mountPath == v.mountPath))")
-        .message("volume mountPaths must be unique")
+        .message(refusal::MOUNT_PATHS_NOT_UNIQUE)
+        .field_path(".volumes"),
+    validation = Rule::new("!has(self.env) || self.env.all(e, !has(e.value) || !has(e.valueFrom))")
+        .message(refusal::ENV_VALUE_AND_VALUE_FROM)
+        .field_path(".env")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WasmAppSpec {
     /// OCI reference of the module: an image whose rootfs holds the .wasm (platform wasip1/wasm
     /// or wasip2/wasm) or a Wasm OCI artifact. A tag is resolved to a digest by the operator;
     /// pods always run the digest.
-    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9][a-zA-Z0-9._:/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64})$')")
-        .message("module must be an OCI reference with a tag or digest, e.g. registry.example/team/app:1.0 or registry.example/team/app@sha256:<64 hex digits>"))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^[^/]+/[^/]')")
+            .message(refusal::MODULE_WITHOUT_REPOSITORY),
+        validation = Rule::new("!self.matches('^[^/]+/[^:@]*[A-Z]')")
+            .message(refusal::MODULE_UPPER_CASE),
+        validation = Rule::new(format!("self.matches('{MODULE_REFERENCE}')"))
+            .message(refusal::MODULE_NOT_A_REFERENCE)
+    )]
+    #[schemars(length(max = 512))]
     pub module: String,
     /// Number of pods. Defaults to 1; `kubectl scale` and an HPA change it through /scale.
     #[serde(default = "one")]
@@ -88,13 +158,17 @@ pub struct WasmAppSpec {
     pub args: Vec<String>,
     /// Environment variables; `valueFrom` may read Secret and ConfigMap keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ENV))]
     pub env: Vec<EnvVar>,
     /// CPU and memory requests/limits. The memory limit also caps the module's linear memory
     /// inside the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = quantities_match_the_grammar)]
     pub resources: Option<ResourceRequirements>,
-    /// Ports the module listens on; a Service is created for them.
+    /// Ports the module listens on; a Service is created for them. A number appears once per
+    /// protocol.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PORTS), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["port", "protocol"]))]
     pub ports: Vec<AppPort>,
     /// An HTTP endpoint: its port is exposed by the Service and its health path probes the pods.
     /// A `wasi:http/proxy` component is served on this port by the shim (pod annotation
@@ -105,8 +179,10 @@ pub struct WasmAppSpec {
     /// Probes; when unset and http.healthPath is set, readiness and liveness probe that path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<Probes>,
-    /// Volumes mounted into the pod and preopened for the module at their mountPath.
+    /// Volumes mounted into the pod and preopened for the module at their mountPath; names and
+    /// mountPaths are unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_VOLUMES), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub volumes: Vec<AppVolume>,
     /// What the module may do beyond computing.
     #[serde(default)]
@@ -135,6 +211,75 @@ pub struct WasmAppSpec {
     pub pod_annotations: BTreeMap<String, String>,
 }
 
+/// Most env variables a WasmApp may set (bounds the CEL rules' cost; Kubernetes sets no limit).
+pub const MAX_ENV: u32 = 512;
+/// Most ports a WasmApp may declare.
+pub const MAX_PORTS: u32 = 100;
+/// Most volumes a WasmApp may mount.
+pub const MAX_VOLUMES: u32 = 64;
+/// Longest volume mountPath (Linux PATH_MAX).
+pub const MAX_PATH: u32 = 4096;
+
+/// A Kubernetes quantity (`500m`, `64Mi`, `1.5`, `2e3`): a signed decimal number with a binary
+/// or decimal SI suffix or an exponent.
+pub const QUANTITY: &str = concat!(
+    "^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)",
+    "(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?([0-9]+([.][0-9]*)?|[.][0-9]+))?$"
+);
+
+/// Adds the quantity grammar to the values of `resources.limits` and `resources.requests`
+/// (int-or-string: the pattern applies to the string form), so `cpu: lots` is refused by the API
+/// server instead of by the Deployment later; `claims` (DRA) has no use in a WasmApp and is
+/// dropped.
+fn quantities_match_the_grammar(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        properties.remove("claims");
+        for key in ["limits", "requests"] {
+            if let Some(value) = properties
+                .get_mut(key)
+                .and_then(|m| m.get_mut("additionalProperties"))
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                value.insert("pattern".into(), QUANTITY.into());
+                value.insert(
+                    "description".into(),
+                    "A quantity: a number with an optional suffix (500m, 2, 64Mi, 1G, 1e3).".into(),
+                );
+            }
+        }
+    }
+}
+
+/// Removes the `default` that schemars derives from `#[serde(default)]` from each property:
+/// status fields must carry none (Kubernetes 1.20 refuses `default: ""` there, and a status is
+/// written by the operator, never defaulted by the server).
+fn no_defaults(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for property in properties.values_mut() {
+            if let Some(property) = property.as_object_mut() {
+                property.remove("default");
+            }
+        }
+    }
+}
+
+/// The schema of `ports[].protocol`: a list-map key, so not nullable and defaulted by the
+/// server (the field stays optional in Rust for apps read from servers without defaulting).
+fn protocol_key(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "TCP (default) or UDP.",
+        "type": "string",
+        "enum": ["TCP", "UDP"],
+        "default": "TCP"
+    })
+}
+
 fn one() -> i32 {
     1
 }
@@ -144,17 +289,22 @@ fn default_runtime_class() -> String {
 }
 
 /// A port the module listens on.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AppPort {
-    /// Port name (IANA service name style), used by the Service.
+    /// Port name (an IANA service name: up to 15 of a-z, 0-9 and '-', with a letter), used by
+    /// the Service; unnamed ports are named `port-<number>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 15))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]*[a-z0-9])?$') && self.matches('[a-z]') && !self.contains('--')")
+        .message(refusal::PORT_NAME))]
     pub name: Option<String>,
     /// Port number inside the pod.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
     /// TCP (default) or UDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "protocol_key")]
     pub protocol: Option<Protocol>,
 }
 
@@ -201,14 +351,17 @@ pub struct Probes {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
     validation = Rule::new("[has(self.configMap), has(self.secret), has(self.emptyDir), has(self.persistentVolumeClaim)].filter(x, x).size() == 1")
-        .message("a volume needs exactly one of configMap, secret, emptyDir, persistentVolumeClaim")
+        .message(refusal::VOLUME_SOURCES)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AppVolume {
-    /// Volume name (unique in the app).
+    /// Volume name (unique in the app): a DNS label.
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]*[a-z0-9])?$')")
+        .message(refusal::VOLUME_NAME))]
     pub name: String,
-    /// Absolute path where the module sees the directory.
-    #[schemars(regex(pattern = r"^/"))]
+    /// Absolute path where the module sees the directory (unique in the app).
+    #[schemars(regex(pattern = r"^/"), length(max = MAX_PATH))]
     pub mount_path: String,
     /// Mount read-only (the module cannot write even if the volume allows it). Secrets and
     /// ConfigMaps are always read-only.
@@ -234,6 +387,7 @@ pub struct AppVolume {
 pub struct EmptyDir {
     /// Size limit, as a Kubernetes quantity (`64Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY))]
     pub size_limit: Option<String>,
 }
 
@@ -336,6 +490,7 @@ pub enum EdgePolicy {
 /// Observed state of a WasmApp.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = no_defaults)]
 pub struct WasmAppStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
