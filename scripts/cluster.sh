@@ -393,11 +393,17 @@ down() {
   # Anything else recorded (port-forwards, an operator started by the suite).
   for name in "$STATE"/pid/*; do [[ -e $name ]] && stop_pid "${name##*/}"; done
   kill_workloads
-  # Nothing that names the state directory may outlive the PIDs above: say so, then stop it.
-  local leaked
-  leaked=$(pgrep -f -- "$STATE/" | grep -vx -e "$$" -e "$BASHPID" || true)
+  # Nothing that names the state directory may outlive the PIDs above (the shims' zygotes
+  # exit when their shim's socket closes: give them 5 s): say so, then stop it.
+  local leaked _
+  for _ in $(seq 1 20); do
+    leaked=$(pgrep -f -- "$STATE/" | grep -vx -e "$$" -e "$BASHPID" || true)
+    [[ -z $leaked ]] && break
+    sleep 0.25
+  done
   if [[ -n $leaked ]]; then
-    echo "cluster: processes not stopped by their PID files (a bug): $(echo "$leaked" | paste -sd' ')" >&2
+    echo "cluster: processes not stopped by their PID files (a bug):" >&2
+    echo "$leaked" | xargs -r ps -o pid=,ppid=,args= -p >&2 || true
     echo "$leaked" | xargs -r kill -KILL 2>/dev/null || true
   fi
   unmount_state

@@ -40,6 +40,6 @@ for lang in c zig as go; do show kubectl logs "deploy/wordcount-$lang"; done
 forward http-hello http-hello 18081 8080
 show curl -sS -i http://127.0.0.1:18081/
 show kubectl exec deploy/tools -- /tools/ls.wasm /
-show kubectl get events --field-selector type=Warning
+show kubectl get events --field-selector involvedObject.kind=WasmApp
 echo
 echo "demo: done; tearing the cluster down"
