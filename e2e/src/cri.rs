@@ -94,6 +94,20 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
     /// `securityContext.runAsUser` (`None`: the image's user, root here).
     pub run_as_user: Option<i64>,
+    /// Host directories bind-mounted into the container (`hostPath` volumes, as the kubelet
+    /// passes them).
+    pub mounts: Vec<HostMount>,
+}
+
+/// A host path mounted into a container, as the kubelet sends a `hostPath` volume.
+#[derive(Debug, Clone)]
+pub struct HostMount {
+    /// Path on the node.
+    pub host: PathBuf,
+    /// Path inside the container.
+    pub container: String,
+    /// `readOnly: true` on the volume mount.
+    pub read_only: bool,
 }
 
 impl ContainerSpec {
@@ -447,6 +461,16 @@ impl CriNode {
                 })
                 .collect(),
             annotations: spec.annotations.clone(),
+            mounts: spec
+                .mounts
+                .iter()
+                .map(|m| k8s_cri::v1::Mount {
+                    container_path: m.container.clone(),
+                    host_path: m.host.to_string_lossy().into_owned(),
+                    readonly: m.read_only,
+                    ..Default::default()
+                })
+                .collect(),
             log_path: format!("{}.log", spec.name),
             linux: Some(LinuxContainerConfig {
                 resources: Some(LinuxContainerResources {

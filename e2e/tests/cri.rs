@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_cri::v1::ContainerState;
 use std::os::unix::fs::PermissionsExt;
 use wasmkube_e2e::containerd::{alive, parent_pid};
-use wasmkube_e2e::cri::{native_binary, parse_log, ContainerSpec, CriNode, HANDLER};
+use wasmkube_e2e::cri::{native_binary, parse_log, ContainerSpec, CriNode, HostMount, HANDLER};
 
 use wasmkube_e2e::fixtures::{
     hello_artifact, image, HELLO_P1, HELLO_P2, NOT_WASM, PROBE, PROBE_P2, STUB,
@@ -349,6 +349,58 @@ fn without_the_network_annotation_a_module_cannot_listen() {
     assert_ne!(code, 0);
     let log = n.log(&pod, "closed");
     assert!(log.contains("bind 0.0.0.0:8080"), "{log}");
+    n.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn pod_annotation_mounts_reach_the_app_container_and_do_not_fail_the_sandbox() {
+    // A WasmApp's volumes travel as the POD annotation wasmkube.dev/mounts. containerd copies
+    // pod annotations (pod_annotations = ["wasmkube.dev/*"]) onto the sandbox container as well
+    // as onto each app container; the sandbox has none of the app's mounts and runs no module.
+    let (n, _guard) = node(&[PROBE]);
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("greeting"), "hello from a host path\n").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("secret"), "not for the module\n").unwrap();
+    let pod = n
+        .run_pod_annotated("mounted", HANDLER, &[("wasmkube.dev/mounts", "/data:ro")])
+        .expect("the sandbox starts with a mounts annotation meant for its app containers");
+    let mounts = vec![
+        HostMount {
+            host: data.path().to_path_buf(),
+            container: "/data".into(),
+            read_only: false,
+        },
+        HostMount {
+            host: scratch.path().to_path_buf(),
+            container: "/scratch".into(),
+            read_only: false,
+        },
+    ];
+    let run = |name: &str, args: &[&str]| {
+        let mut spec = ContainerSpec::new(name, PROBE, args);
+        spec.mounts = mounts.clone();
+        let (id, code) = n.run_to_exit(&pod, &spec).unwrap();
+        let log = n.log(&pod, name);
+        n.remove_container(&id).unwrap();
+        (code, log)
+    };
+    let (code, log) = run("reader", &["read", "/data/greeting"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        parse_log(&log)
+            .iter()
+            .any(|(s, t)| s == "stdout" && t == "hello from a host path"),
+        "{log}"
+    );
+    // The pod annotation restricts the app container: /data only, and read-only although the
+    // mount is writable; /scratch is mounted but not preopened.
+    let (code, log) = run("writer", &["write", "/data/new", "x"]);
+    assert_ne!(code, 0, "{log}");
+    assert!(!data.path().join("new").exists(), "{log}");
+    let (code, log) = run("snoop", &["read", "/scratch/secret"]);
+    assert_eq!(code, 4, "{log}");
+    assert!(log.contains("read /scratch/secret failed"), "{log}");
     n.remove_pod(&pod).unwrap();
 }
 

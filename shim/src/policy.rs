@@ -1,7 +1,9 @@
 //! Per-workload capabilities from `wasmkube.dev/*` annotations (containerd passes them through
 //! from the pod and container): the network policy for WASI sockets, and which of the spec's
 //! mounts the module gets as preopened directories, with what access. Defaults are safe: no
-//! network, every bind-mounted directory preopened with the access the spec gives it.
+//! network, every bind-mounted directory preopened with the access the spec gives it. Pod
+//! annotations reach the sandbox container too: their syntax is checked there (they are the
+//! same for every container of the pod), what they say about mounts is not.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use wasmkube_oci::handoff;
 use crate::engine::run::Preopen;
 use crate::engine::serve;
 use crate::error::{Error, Result};
+use crate::spec::Workload;
 
 /// Annotation: `none` (default), `outbound` or `inherit`.
 pub const NETWORK: &str = "wasmkube.dev/network";
@@ -122,6 +125,26 @@ impl Policy {
             }
         };
         Ok(Policy { network, mounts })
+    }
+
+    /// The preopened directories of container `id`, which runs `workload`: none for the pod
+    /// sandbox, else [`Policy::preopens`]. The sandbox runs no module, and the mounts
+    /// annotation it carries is the pod's, copied onto every container of the pod by
+    /// containerd (`pod_annotations`): it names the app containers' mounts, not the sandbox's.
+    pub fn preopens_for(
+        &self,
+        id: &str,
+        workload: &Workload,
+        rootfs: &Path,
+        rootfs_read_only: bool,
+        mounts: &[Mount],
+    ) -> Result<Vec<Preopen>> {
+        match workload {
+            Workload::Sandbox => Ok(Vec::new()),
+            Workload::Module { .. } | Workload::Artifact { .. } => {
+                self.preopens(id, rootfs, rootfs_read_only, mounts)
+            }
+        }
     }
 
     /// The preopened directories: the rootfs as `/`, then the spec's bind-mounted directories

@@ -325,7 +325,13 @@ impl TaskService {
             wasi: WasiSetup {
                 args,
                 env,
-                preopens: policy.preopens(&req.id, &run.rootfs, read_only_root, &mounts)?,
+                preopens: policy.preopens_for(
+                    &req.id,
+                    &run.workload,
+                    &run.rootfs,
+                    read_only_root,
+                    &mounts,
+                )?,
                 network: policy.network,
                 limits: EngineLimits::for_memory_limit(limits.memory_bytes(), code_size),
                 http,

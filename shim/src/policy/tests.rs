@@ -111,3 +111,35 @@ fn mounts_become_preopens_with_their_access() {
     assert!(Policy::from_annotations(&ann(&[(MOUNTS, "/data:x")]), "c").is_err());
     assert!(Policy::from_annotations(&ann(&[(MOUNTS, "data")]), "c").is_err());
 }
+
+#[test]
+fn the_sandbox_takes_the_pods_mounts_annotation_without_preopening_anything() {
+    // containerd copies pod annotations onto the sandbox container, whose mounts are not the
+    // app's: /data is no mount of it, yet the sandbox must start.
+    let policy = Policy::from_annotations(&ann(&[(MOUNTS, "/data:ro")]), "pause").unwrap();
+    let resolv = tempfile::tempdir().unwrap();
+    let mounts = vec![bind(
+        "/etc/resolv.conf",
+        &resolv.path().join("resolv.conf"),
+        true,
+    )];
+    let sandbox = policy
+        .preopens_for("pause", &Workload::Sandbox, Path::new("/r"), true, &mounts)
+        .unwrap();
+    assert!(sandbox.is_empty(), "{sandbox:?}");
+    // An app container with the same annotation still needs the mount.
+    let module = Workload::Module {
+        guest_path: "/app.wasm".into(),
+        host_path: "/r/app.wasm".into(),
+    };
+    let err = policy
+        .preopens_for("app", &module, Path::new("/r"), true, &mounts)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/data, which is not a directory mount"),
+        "{err}"
+    );
+    // The syntax of a pod annotation is the same for every container: still refused.
+    assert!(Policy::from_annotations(&ann(&[(MOUNTS, "data")]), "pause").is_err());
+}
