@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use wasmkube_oci::handoff;
 
-use crate::api::{EdgePolicy, Network, WasmApp};
+use crate::api::{AppPort, EdgePolicy, Network, Protocol, WasmApp};
 
 /// The app's single container.
 pub const CONTAINER: &str = "app";
@@ -178,10 +178,10 @@ pub fn service(app: &WasmApp) -> Option<Service> {
         .ports
         .iter()
         .map(|p| ServicePort {
-            name: p.name.clone().or_else(|| Some(format!("port-{}", p.port))),
+            name: Some(service_port_name(p)),
             port: p.port,
             target_port: Some(IntOrString::Int(p.port)),
-            protocol: p.protocol.map(|p| format!("{p:?}").to_uppercase()),
+            protocol: Some(protocol(p.protocol).into()),
             ..Default::default()
         })
         .collect();
@@ -191,6 +191,7 @@ pub fn service(app: &WasmApp) -> Option<Service> {
                 name: Some("http".into()),
                 port: http.port,
                 target_port: Some(IntOrString::Int(http.port)),
+                protocol: Some(protocol(None).into()),
                 ..Default::default()
             });
         }
@@ -229,6 +230,25 @@ pub fn applied_hash(meta: &ObjectMeta) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// The protocol of a port as the API spells it, TCP when unset. Always written: port and
+/// protocol are the keys of the ports list, and server-side apply on Kubernetes 1.20 answers
+/// 500 for an entry that omits one ("associative list with keys has an element that omits key
+/// field \"protocol\"") instead of defaulting it first.
+pub fn protocol(protocol: Option<Protocol>) -> &'static str {
+    match protocol.unwrap_or(Protocol::Tcp) {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    }
+}
+
+/// The Service port name of an app port: its own name, else `port-N` (so a TCP and a UDP port
+/// of one number need names of their own; the CRD and the validator say so).
+pub fn service_port_name(port: &AppPort) -> String {
+    port.name
+        .clone()
+        .unwrap_or_else(|| format!("port-{}", port.port))
+}
+
 fn container_ports(app: &WasmApp) -> Option<Vec<ContainerPort>> {
     let mut ports: Vec<ContainerPort> = app
         .spec
@@ -237,7 +257,7 @@ fn container_ports(app: &WasmApp) -> Option<Vec<ContainerPort>> {
         .map(|p| ContainerPort {
             name: p.name.clone(),
             container_port: p.port,
-            protocol: p.protocol.map(|p| format!("{p:?}").to_uppercase()),
+            protocol: Some(protocol(p.protocol).into()),
             ..Default::default()
         })
         .collect();
@@ -246,6 +266,7 @@ fn container_ports(app: &WasmApp) -> Option<Vec<ContainerPort>> {
             ports.push(ContainerPort {
                 name: Some("http".into()),
                 container_port: http.port,
+                protocol: Some(protocol(None).into()),
                 ..Default::default()
             });
         }

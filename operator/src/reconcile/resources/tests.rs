@@ -260,3 +260,56 @@ fn node_eligibility_follows_architecture_edge_and_taints() {
     assert!(!node_matches(&any, &labels("amd64", false), &other_taint));
     assert!(!node_matches(&any, &BTreeMap::new(), &[]), "no arch label");
 }
+
+#[test]
+fn every_service_and_container_port_names_its_protocol_tcp_by_default() {
+    // Server-side apply on Kubernetes 1.20 answers 500 for a Service port without `protocol`
+    // (the list's merge key is port + protocol, and 1.20 does not default it before merging).
+    use crate::api::{AppPort, Protocol};
+    let mut web = app("web").with_http(8080, "/healthz");
+    web.spec.ports = vec![
+        AppPort {
+            name: Some("http".into()),
+            port: 8080,
+            protocol: None,
+        },
+        AppPort {
+            name: Some("dns".into()),
+            port: 53,
+            protocol: Some(Protocol::Udp),
+        },
+    ];
+    let svc = service(&web).unwrap();
+    let got: Vec<(i32, Option<&str>)> = svc
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.port, p.protocol.as_deref()))
+        .collect();
+    assert_eq!(got, [(8080, Some("TCP")), (53, Some("UDP"))]);
+    let d = deployment(&web, &image());
+    let got: Vec<(i32, Option<&str>)> = pod(&d).containers[0]
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.container_port, p.protocol.as_deref()))
+        .collect();
+    assert_eq!(got, [(8080, Some("TCP")), (53, Some("UDP"))]);
+
+    // The port added for http alone is TCP too.
+    let http_only = app("web").with_http(9000, "/healthz");
+    let svc = service(&http_only).unwrap();
+    let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+    assert_eq!((port.port, port.protocol.as_deref()), (9000, Some("TCP")));
+    let d = deployment(&http_only, &image());
+    let port = &pod(&d).containers[0].ports.as_ref().unwrap()[0];
+    assert_eq!(
+        (port.container_port, port.protocol.as_deref()),
+        (9000, Some("TCP"))
+    );
+}
