@@ -40,7 +40,7 @@ impl Snapshot {
             ("instance processes", ctrd.instance_pids().len()),
             ("mounts", ctrd.mounts().len()),
             ("cgroups", cgroup_dirs.len()),
-            ("network namespaces", netns()),
+            ("network namespaces", node.pod_netns_left()),
             ("FIFOs", fifos(dir)),
             ("containerd containers", ctr_lines("containers")),
             ("containerd tasks", ctr_lines("tasks")),
@@ -132,16 +132,6 @@ fn dirs_below(root: &Path, dir: &Path, out: &mut Vec<String>) {
             dirs_below(root, &path, out);
         }
     }
-}
-
-/// Named network namespaces the CNI set-up created (`/var/run/netns/cni-*`).
-fn netns() -> usize {
-    std::fs::read_dir("/var/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("cni-"))
-        .count()
 }
 
 /// FIFOs anywhere under `dir` (stdio pipes of containers), not crossing into mounts' content.

@@ -127,12 +127,19 @@ disabled_plugins = {disabled}
     fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if self.ctr(&["version"])?.status.success() {
-                return Ok(());
+            let out = self.ctr(&["version"])?;
+            if out.status.success() {
+                return check_version(&String::from_utf8_lossy(&out.stdout));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("containerd did not come up; log:\n{}", self.log())
+    }
+
+    /// The server version `ctr version` reports (`1.6.20~ds1`, `2.1.9+unknown`, ...).
+    pub fn version(&self) -> Result<String> {
+        server_version(&self.ctr_ok(&["version"])?)
+            .context("`ctr version` printed no server version")
     }
 
     /// The temporary directory everything lives in.
@@ -360,6 +367,33 @@ fn stop(pid: i32) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+/// The `Version:` line of the `Server:` section of `ctr version`'s output.
+fn server_version(out: &str) -> Option<String> {
+    out.split("Server:")
+        .nth(1)?
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Version:"))
+        .map(|v| v.trim().to_string())
+}
+
+/// When `WASMKUBE_CONTAINERD_VERSION` is set (the compatibility matrix sets it), fails unless
+/// the containerd that came up is that version: a run meant for one version never passes on
+/// another that happened to be first on PATH.
+fn check_version(ctr_version: &str) -> Result<()> {
+    let Ok(want) = std::env::var("WASMKUBE_CONTAINERD_VERSION") else {
+        return Ok(());
+    };
+    let got = server_version(ctr_version).unwrap_or_default();
+    if !got.starts_with(&want) {
+        bail!(
+            "containerd {got:?} came up, but WASMKUBE_CONTAINERD_VERSION asks for {want}: put \
+             that version's bin directory first on PATH \
+             (scripts/cluster/build-containerd.sh --print-path {want})"
+        );
+    }
+    Ok(())
 }
 
 /// Starts containerd on the config in `root`, with `root/bin` first on its PATH.

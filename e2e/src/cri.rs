@@ -425,6 +425,16 @@ impl CriNode {
         }
     }
 
+    /// How many of the network namespaces CRI gave this node's pods are still on disk. Counted
+    /// from the pods this node started, not from `/var/run/netns`, which every CRI runtime on
+    /// the machine shares (a cluster running beside the tests adds its pods' there).
+    pub fn pod_netns_left(&self) -> usize {
+        self.netns
+            .lock()
+            .map(|v| v.iter().filter(|p| p.exists()).count())
+            .unwrap_or(0)
+    }
+
     /// The network namespace path CRI gave a pod (from its sandbox bundle).
     pub fn pod_netns(&self, pod_id: &str) -> Option<PathBuf> {
         let config = std::fs::read(self.ctrd.bundle(pod_id).join("config.json")).ok()?;

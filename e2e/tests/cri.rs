@@ -444,9 +444,11 @@ fn a_registry_with_basic_auth_needs_the_pull_secret() {
     image(HELLO_P1).write_archive(&archive).unwrap();
     let reference = registry.push(&archive, "private/hello:p1").unwrap();
 
+    // Without credentials containerd 1.6 reports the registry's 401; 1.7 and 2.x stop before
+    // asking ("pull access denied ... authorization failed: no basic auth credentials").
     let err = n.pull(&reference, None).unwrap_err().to_string();
     assert!(
-        err.contains("401") || err.to_lowercase().contains("unauthorized"),
+        err.contains("401") || err.to_lowercase().contains("authoriz"),
         "{err}"
     );
     let err = n
