@@ -1,6 +1,6 @@
-//! The wasmkube operator: the `WasmApp` API, the reconciler that turns apps into Deployments
-//! and Services, and the process around it (configuration, HTTP endpoint, metrics, leader
-//! election).
+//! The wasmkube operator: the `WasmApp` API, its own validation of apps (for API servers
+//! without CEL), the reconciler that turns apps into Deployments and Services, and the process
+//! around it (configuration, HTTP endpoint, metrics, leader election).
 
 pub mod api;
 pub mod config;
@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod reconcile;
 #[cfg(test)]
 pub mod testing;
+pub mod validate;
 
 use kube::CustomResourceExt;
 

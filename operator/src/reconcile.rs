@@ -1,6 +1,7 @@
-//! One reconcile of a WasmApp: resolve the module, count eligible nodes, server-side apply the
-//! Deployment and Service when they differ from what was last applied, and report status. A
-//! failed resolution never touches a running Deployment.
+//! One reconcile of a WasmApp: validate the spec (an invalid one is reported and nothing is
+//! written), resolve the module, count eligible nodes, server-side apply the Deployment and
+//! Service when they differ from what was last applied, and report status. A failed
+//! resolution never touches a running Deployment.
 
 pub mod resources;
 pub mod status;
@@ -23,6 +24,7 @@ use wasmkube_oci::{FetchError, RegistryConfig, Resolved};
 use crate::api::{condition, ModuleStatus, WasmApp};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::validate;
 use resources::{applied_hash, Module, MANAGER};
 use status::{ModuleOutcome, Observed};
 
@@ -122,6 +124,12 @@ async fn reconcile_inner(app: &WasmApp, ctx: &Context) -> Result<Action, Error> 
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     if app.metadata.deletion_timestamp.is_some() {
         // Owned objects carry owner references: the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    if let Err(invalid) = validate::check(app) {
+        // Nothing is resolved or written for an invalid spec; what runs keeps running until
+        // the spec is fixed, and the edit that fixes it triggers the next reconcile.
+        report_invalid(ctx, app, &ns, &name, &invalid).await?;
         return Ok(Action::await_change());
     }
     let registries = pull_secrets(&ctx.client, &ns, app).await?;
@@ -240,6 +248,36 @@ async fn reconcile_inner(app: &WasmApp, ctx: &Context) -> Result<Action, Error> 
             Action::requeue(wait)
         }
     })
+}
+
+/// Reports an invalid spec: a Warning Event and the `Invalid` conditions, when that status
+/// differs from the one the app has (an unchanged invalid app is not reported again).
+async fn report_invalid(
+    ctx: &Context,
+    app: &WasmApp,
+    ns: &str,
+    name: &str,
+    invalid: &validate::Invalid,
+) -> Result<(), Error> {
+    let message =
+        format!("wasmapp {ns}/{name} is invalid, nothing is applied until it is fixed: {invalid}");
+    let new_status = status::invalid(app, &message, Time(k8s_openapi::jiff::Timestamp::now()));
+    if app.status.as_ref() == Some(&new_status) {
+        return Ok(());
+    }
+    warn!(app = %name, namespace = %ns, problems = %invalid, "invalid wasmapp");
+    publish(ctx, app, EventType::Warning, status::INVALID, message).await;
+    let apps: Api<WasmApp> = Api::namespaced(ctx.client.clone(), ns);
+    apps.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": new_status })),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "updating status of wasmapp {ns}/{name}"
+    )))?;
+    Ok(())
 }
 
 fn apply_params() -> PatchParams {

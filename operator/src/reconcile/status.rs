@@ -1,5 +1,6 @@
 //! The status a WasmApp reports: replica counts from its Deployment and the four conditions,
-//! computed purely from what the reconciler observed. Table-tested.
+//! computed purely from what the reconciler observed, or the `Invalid` status of an app that
+//! failed validation. Table-tested.
 
 use k8s_openapi::api::apps::v1::DeploymentStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -163,6 +164,52 @@ pub fn compute(app: &WasmApp, seen: &Observed) -> WasmAppStatus {
         })
         .collect();
     status
+}
+
+/// The reason of the conditions (and of the Warning Event) of an app whose spec is invalid.
+pub const INVALID: &str = "Invalid";
+
+/// The status of an app whose spec failed validation with `message`: `Ready` and `Progressing`
+/// are `False` with reason [`INVALID`]; replica counts, the module and the other conditions
+/// stay as last observed (a Deployment from an earlier, valid spec keeps running).
+pub fn invalid(app: &WasmApp, message: &str, now: Time) -> WasmAppStatus {
+    let previous = app.status.clone().unwrap_or_default();
+    let desired = app.spec.replicas;
+    let condition = |type_: &str, message: String| {
+        let since = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "False")
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: type_.to_string(),
+            status: "False".to_string(),
+            reason: INVALID.to_string(),
+            message,
+            observed_generation: app.metadata.generation,
+            last_transition_time: since,
+        }
+    };
+    let mut conditions: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != condition::READY && c.type_ != condition::PROGRESSING)
+        .cloned()
+        .collect();
+    conditions.push(condition(
+        condition::PROGRESSING,
+        "no change is rolled out until the spec is fixed".to_string(),
+    ));
+    conditions.push(condition(condition::READY, message.to_string()));
+    let ready = format!("{}/{desired}", previous.ready_replicas);
+    WasmAppStatus {
+        observed_generation: app.metadata.generation,
+        selector: super::resources::selector(app),
+        ready,
+        conditions,
+        ..previous
+    }
 }
 
 /// The condition of `type_` in a status, if present.

@@ -462,3 +462,130 @@ async fn api_conflicts_and_server_errors_back_off_and_the_retry_converges() {
         Action::requeue(Duration::from_secs(30))
     );
 }
+
+fn warning(reason: &'static str, says: &'static str) -> Call {
+    call("POST", EVENTS, 201, json!({"metadata": {"name": "e"}})).body(move |b| {
+        assert_eq!(
+            (b["type"].as_str(), b["reason"].as_str()),
+            (Some("Warning"), Some(reason)),
+            "event {b}"
+        );
+        let note = b["note"].as_str().unwrap_or_default();
+        assert!(note.contains(says), "event note {note:?}");
+    })
+}
+
+/// The `e2e/kind/manifests/invalid.yaml` app: ports without `capabilities.network: inherit`,
+/// which an API server without CEL (Kubernetes 1.20) accepts.
+fn listens_without_network() -> WasmApp {
+    let mut web = app("web");
+    web.spec.ports = vec![crate::api::AppPort {
+        name: None,
+        port: 8080,
+        protocol: None,
+    }];
+    web
+}
+
+fn invalid_condition(body: &Value, says: &str) -> WasmAppStatus {
+    let s: WasmAppStatus = serde_json::from_value(body["status"].clone()).unwrap();
+    let ready = status::find(&s, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Invalid"),
+        "{s:?}"
+    );
+    assert!(ready.message.contains(says), "{}", ready.message);
+    assert_eq!(
+        status::find(&s, "Progressing").unwrap().reason,
+        "Invalid",
+        "{s:?}"
+    );
+    s
+}
+
+#[tokio::test]
+async fn an_invalid_app_is_reported_invalid_with_a_warning_and_nothing_is_resolved_or_applied() {
+    let action = reconcile_with(
+        listens_without_network(),
+        || panic!("an invalid app is not resolved"),
+        vec![
+            warning(
+                "Invalid",
+                "spec.ports: ports needs capabilities.network: inherit",
+            ),
+            call("PATCH", STATUS, 200, app_json()).body(|b| {
+                let s =
+                    invalid_condition(b, "spec.ports: ports needs capabilities.network: inherit");
+                assert!(
+                    status::find(&s, "Ready")
+                        .unwrap()
+                        .message
+                        .starts_with("wasmapp default/web is invalid"),
+                    "{s:?}"
+                );
+                assert_eq!(s.ready, "0/1");
+                assert_eq!(s.selector, "wasmkube.dev/app=web");
+            }),
+        ],
+    )
+    .await;
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "a fix is an edit, which wakes the app"
+    );
+}
+
+#[tokio::test]
+async fn a_running_app_edited_into_an_invalid_one_keeps_its_deployment_and_last_module() {
+    let (web, _current) = steady();
+    let mut edited = web.with_limits("lots", "64Mi");
+    edited.metadata.generation = Some(2);
+    reconcile_with(
+        edited,
+        || panic!("an invalid app is not resolved"),
+        vec![
+            warning(
+                "Invalid",
+                "spec.resources.limits.cpu: \"lots\" is not a quantity",
+            ),
+            call("PATCH", STATUS, 200, app_json()).body(|b| {
+                let s = invalid_condition(b, "write e.g. 500m, 2, 128Mi or 1Gi");
+                assert_eq!(s.observed_generation, Some(2));
+                assert_eq!((s.ready.as_str(), s.ready_replicas), ("1/1", 1));
+                assert_eq!(
+                    s.module.as_ref().unwrap().digest,
+                    "sha256:aa",
+                    "the last good module is kept"
+                );
+                assert_eq!(
+                    status::find(&s, "ModuleResolved").unwrap().status,
+                    "True",
+                    "conditions the check does not decide stay"
+                );
+            }),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_app_already_reported_is_not_reported_again() {
+    let web = listens_without_network();
+    let invalid = validate::check(&web).unwrap_err();
+    let message =
+        format!("wasmapp default/web is invalid, nothing is applied until it is fixed: {invalid}");
+    let reported = status::invalid(
+        &web,
+        &message,
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
+    let action = reconcile_with(
+        web.with_status(reported),
+        || panic!("an invalid app is not resolved"),
+        vec![],
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+}
