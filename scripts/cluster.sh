@@ -208,8 +208,6 @@ prepare_node() {
     >"$STATE/log/installer.log" 2>&1 || { cat "$STATE/log/installer.log" >&2; die "the node installer failed"; }
   log "restarting containerd (PID $(cat "$STATE/pid/containerd")) with the wasmkube handler"
   restart_containerd
-  "$SHIM" --write-stub-image "$c/stub.tar"
-  ctr_cluster -n k8s.io images import --all-platforms "$c/stub.tar" >/dev/null
   wait_for kubelet 60 kubectl_admin wait node/$NODE --for=condition=Ready --timeout=2s
   kubectl_admin get node $NODE -o jsonpath='{.metadata.labels.wasmkube\.dev/runtime}' | grep -qx ready \
     || die "the installer did not label node $NODE"

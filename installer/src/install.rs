@@ -1,6 +1,7 @@
 //! The installer's effects on a node: put the shim binary in place atomically, write the shim's
 //! config, register the runtime with containerd (keeping a backup), restart containerd and roll
-//! everything back if it does not come up healthy. `uninstall` reverses each step.
+//! everything back if it does not come up healthy, then import the module stub image.
+//! `uninstall` reverses each step.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -11,6 +12,8 @@ use tracing::info;
 
 use crate::containerd::{self, Plan};
 use crate::error::Failure;
+use crate::node::Host;
+use crate::stub;
 
 /// The shim's binary name (containerd derives it from the runtime type).
 pub const SHIM_BINARY: &str = "containerd-shim-wasmkube-v1";
@@ -33,6 +36,10 @@ pub struct Options {
     pub shim_config_on_host: PathBuf,
     /// containerd's major version (decides the layout of a missing config).
     pub containerd_major: u32,
+    /// Where the module stub archive is written for `ctr images import` (deleted after).
+    pub stub_archive: PathBuf,
+    /// The same file as the host's `ctr` sees it.
+    pub stub_archive_on_host: PathBuf,
 }
 
 /// What an install or uninstall changed.
@@ -44,13 +51,39 @@ pub struct Report {
     pub config_changed: bool,
     /// The file that holds (or held) the registration.
     pub config_file: PathBuf,
+    /// The module stub image was imported into (or removed from) containerd's `k8s.io`
+    /// namespace.
+    pub stub_changed: bool,
 }
 
-/// Installs; `restart` restarts containerd and returns once it is healthy.
+/// Installs; `restart` restarts containerd and returns once it is healthy; `host` runs the
+/// host's `ctr` that imports the module stub image (after the restart).
 pub fn install(
     opts: &Options,
     restart: &mut dyn FnMut() -> Result<(), String>,
+    host: &Host,
 ) -> Result<Report, Failure> {
+    let (binary_changed, config_changed, config_file) = register(opts, restart)?;
+    let stub_changed = stub::import(
+        &opts.shim_source,
+        &opts.stub_archive,
+        &opts.stub_archive_on_host,
+        host,
+    )?;
+    Ok(Report {
+        binary_changed,
+        config_changed,
+        config_file,
+        stub_changed,
+    })
+}
+
+/// The shim binary, its config and containerd's registration: (binary changed, config
+/// changed, config file).
+fn register(
+    opts: &Options,
+    restart: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<(bool, bool, PathBuf), Failure> {
     let binary_changed = copy_shim(&opts.shim_source, &opts.bin_dir)?;
     if !opts.shim_config.exists() {
         write_atomic(
@@ -78,11 +111,7 @@ pub fn install(
     )?;
     if !plan.changed {
         info!(file = %plan.file.display(), "containerd already configured");
-        return Ok(Report {
-            binary_changed,
-            config_changed: false,
-            config_file: plan.file,
-        });
+        return Ok((binary_changed, false, plan.file));
     }
     let previous = read_optional(&plan.file, "read containerd config")?;
     let backup = backup_path(&plan.file);
@@ -93,11 +122,7 @@ pub fn install(
     }
     apply(&plan, &previous, restart)?;
     info!(file = %plan.file.display(), "containerd configured and restarted");
-    Ok(Report {
-        binary_changed,
-        config_changed: true,
-        config_file: plan.file,
-    })
+    Ok((binary_changed, true, plan.file))
 }
 
 /// Writes the plan and restarts containerd; on failure puts the old file back and restarts
@@ -135,12 +160,14 @@ fn apply(
     Ok(())
 }
 
-/// Removes the registration, the backup and the shim binary; restarts containerd if the
-/// configuration changed.
+/// Removes the module stub image (first, while containerd runs as it was), the registration,
+/// the backup and the shim binary; restarts containerd if the configuration changed.
 pub fn uninstall(
     opts: &Options,
     restart: &mut dyn FnMut() -> Result<(), String>,
+    host: &Host,
 ) -> Result<Report, Failure> {
+    let stub_changed = stub::remove(host)?;
     let text = read_optional(&opts.config, "read containerd config")?.unwrap_or_default();
     let seen = containerd::inspect(&text, &opts.config, opts.containerd_major)?;
     let (file, contents) = match &seen.drop_in_dir {
@@ -195,6 +222,7 @@ pub fn uninstall(
         binary_changed,
         config_changed,
         config_file: file,
+        stub_changed,
     })
 }
 

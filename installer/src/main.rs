@@ -1,5 +1,6 @@
 //! `wasmkube-node-installer install|uninstall`: run by the chart's DaemonSet on every node (or
 //! by hand on a host). Logs each step; exits non-zero naming the step and file that failed.
+//! `install` also imports the module stub image with the host's `ctr`; `uninstall` removes it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,19 @@ struct Cli {
         global = true
     )]
     containerd_socket: PathBuf,
+    /// The host's `ctr` (containerd's CLI) that imports the module stub image: a name looked up
+    /// on the host's PATH, or a host path.
+    #[arg(long, env = "CTR", default_value = "ctr", global = true)]
+    ctr: PathBuf,
+    /// Host path where the module stub archive is written for `ctr images import` (deleted
+    /// after the import).
+    #[arg(
+        long,
+        env = "STUB_ARCHIVE",
+        default_value = "/var/lib/wasmkube/module-stub.tar",
+        global = true
+    )]
+    stub_archive: PathBuf,
     /// The shim's config file on the host.
     #[arg(
         long,
@@ -98,9 +112,20 @@ async fn main() {
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
-    let host = Host {
+    let mut host = Host {
         root: cli.host_root.clone(),
         socket: cli.containerd_socket.clone(),
+        ctr: cli.ctr.clone(),
+        node: String::new(),
+    };
+    host.node = match &cli.node_name {
+        Some(name) => name.clone(),
+        None => ["/etc/hostname", "/proc/sys/kernel/hostname"]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(host.path(p.as_ref())).ok())
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "(unnamed)".to_string()),
     };
     let major = match cli.containerd_major {
         Some(m) => m,
@@ -113,13 +138,15 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         shim_config: host.path(&cli.shim_config),
         shim_config_on_host: cli.shim_config.clone(),
         containerd_major: major,
+        stub_archive: host.path(&cli.stub_archive),
+        stub_archive_on_host: cli.stub_archive.clone(),
     };
     let how = cli.restart;
     let mut restart = || host.restart(how);
     let version = env!("CARGO_PKG_VERSION").to_string();
     let labels: BTreeMap<String, Option<String>> = match cli.action {
         Action::Install => {
-            let report = install::install(&opts, &mut restart)?;
+            let report = install::install(&opts, &mut restart, &host)?;
             info!(?report, "installed");
             BTreeMap::from([
                 (node::READY_LABEL.to_string(), Some("ready".to_string())),
@@ -127,7 +154,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             ])
         }
         Action::Uninstall => {
-            let report = install::uninstall(&opts, &mut restart)?;
+            let report = install::uninstall(&opts, &mut restart, &host)?;
             info!(?report, "uninstalled");
             BTreeMap::from([
                 (node::READY_LABEL.to_string(), None),

@@ -1,9 +1,13 @@
 //! The node around the installer: containerd's version, restarting it (systemd on the host, or
-//! a signal where a supervisor restarts it), waiting until it answers, and the node labels.
+//! a signal where a supervisor restarts it), waiting until it answers, its image store (the
+//! host's `ctr`), and the node labels.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -26,6 +30,14 @@ pub enum Restart {
     None,
 }
 
+/// containerd's namespace for everything the kubelet (CRI) sees.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+/// Where host programs are looked up when the installer runs in a container (a node's usual
+/// `PATH`; also the `PATH` those programs get).
+pub const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The namespaces of the host's PID 1 a host command joins (what `nsenter --target 1` would).
+const HOST_NAMESPACES: [&str; 4] = ["ipc", "uts", "net", "mnt"];
+
 /// The host as seen from the installer (`/` on the host itself, `/host` in the DaemonSet).
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -33,6 +45,10 @@ pub struct Host {
     pub root: PathBuf,
     /// containerd's socket (on the host).
     pub socket: PathBuf,
+    /// The host's `ctr`: a name looked up on the host's `PATH`, or a host path.
+    pub ctr: PathBuf,
+    /// The node's name, for messages.
+    pub node: String,
 }
 
 impl Host {
@@ -42,23 +58,79 @@ impl Host {
             .join(host_path.strip_prefix("/").unwrap_or(host_path))
     }
 
-    /// Runs a command in the host's mount namespace (directly when the root is `/`).
-    fn command(&self, program: &str) -> Command {
+    /// A host command: run directly when the root is `/`; otherwise the program is found on
+    /// the host's `PATH` (under the root mount) and run in the namespaces of the host's PID 1
+    /// (the DaemonSet has `hostPID`), joined by the child itself so that the installer's
+    /// image needs no `nsenter`.
+    fn command(&self, program: &Path) -> Result<Command, String> {
         if self.root == Path::new("/") {
-            Command::new(program)
-        } else {
-            let mut c = Command::new("nsenter");
-            c.args([
-                "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--", program,
-            ]);
-            c
+            return Ok(Command::new(program));
         }
+        let exe = self.find_program(program)?;
+        let namespaces = HOST_NAMESPACES
+            .iter()
+            .map(|ns| {
+                let path = Path::new("/proc/1/ns").join(ns);
+                std::fs::File::open(&path).map(OwnedFd::from).map_err(|e| {
+                    format!(
+                        "node {}: cannot open {} to run {} on the host: {e} (the installer \
+                         needs hostPID and privileged, as the chart's DaemonSet sets)",
+                        self.node,
+                        path.display(),
+                        exe.display()
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut c = Command::new(&exe);
+        c.env("PATH", HOST_PATH);
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+        // which is async-signal-safe; it allocates nothing.
+        unsafe {
+            c.pre_exec(move || {
+                for fd in &namespaces {
+                    nix::sched::setns(fd, nix::sched::CloneFlags::empty())
+                        .map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+        Ok(c)
+    }
+
+    /// Where `program` is on the host (a host path): itself if it has a `/`, else the first
+    /// [`HOST_PATH`] directory that holds it, looked up under the root mount.
+    pub fn find_program(&self, program: &Path) -> Result<PathBuf, String> {
+        if program.components().count() > 1 {
+            return if self.path(program).is_file() {
+                Ok(program.to_path_buf())
+            } else {
+                Err(format!(
+                    "node {}: {} does not exist on the host (looked at {})",
+                    self.node,
+                    program.display(),
+                    self.path(program).display()
+                ))
+            };
+        }
+        HOST_PATH
+            .split(':')
+            .map(|dir| Path::new(dir).join(program))
+            .find(|p| self.path(p).is_file())
+            .ok_or_else(|| {
+                format!(
+                    "node {}: `{}` is not on the host's PATH ({HOST_PATH}, under {})",
+                    self.node,
+                    program.display(),
+                    self.root.display()
+                )
+            })
     }
 
     /// containerd's major version from `containerd --version`.
     pub fn containerd_major(&self) -> Result<u32, String> {
         let out = self
-            .command("containerd")
+            .command(Path::new("containerd"))?
             .arg("--version")
             .output()
             .map_err(|e| format!("cannot run containerd --version: {e}"))?;
@@ -75,7 +147,7 @@ impl Host {
         match how {
             Restart::Systemd => {
                 let status = self
-                    .command("systemctl")
+                    .command(Path::new("systemctl"))?
                     .args(["restart", "containerd"])
                     .status()
                     .map_err(|e| format!("cannot run systemctl: {e}"))?;
@@ -121,6 +193,74 @@ impl Host {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+impl Host {
+    /// Runs the host's `ctr --address <socket> --namespace k8s.io ARGS`; its stdout, or a
+    /// message naming the node, the command and the fix.
+    pub fn ctr(&self, args: &[&OsStr]) -> Result<String, String> {
+        let line = format!(
+            "{} --address {} --namespace {CRI_NAMESPACE} {}",
+            self.ctr.display(),
+            self.socket.display(),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let socket = self.path(&self.socket);
+        if let Err(e) = std::os::unix::net::UnixStream::connect(&socket) {
+            return Err(format!(
+                "node {}: containerd does not answer on {} ({e}), so `{line}` cannot run: start \
+                 containerd, or name its socket with --containerd-socket (CONTAINERD_SOCKET, \
+                 chart value installer.containerdSocket)",
+                self.node,
+                socket.display()
+            ));
+        }
+        let no_ctr = |why: String| {
+            format!(
+                "{why}; cannot run `{line}`: install containerd's ctr on the node or name it \
+                 with --ctr (CTR, chart value installer.ctr)"
+            )
+        };
+        let out = self
+            .command(&self.ctr)
+            .map_err(no_ctr)?
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", CRI_NAMESPACE])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| no_ctr(format!("node {}: {e}", self.node)))?;
+        if !out.status.success() {
+            return Err(format!(
+                "node {}: `{line}` exited with {}: {}; run it by hand on the node (containerd's \
+                 log tells more)",
+                self.node,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The manifest digest of image `name` in containerd's `k8s.io` namespace, if it is there.
+    pub fn image_digest(&self, name: &str) -> Result<Option<String>, String> {
+        let out = self.ctr(&[OsStr::new("images"), OsStr::new("ls")])?;
+        Ok(parse_image_digest(&out, name))
+    }
+}
+
+/// The DIGEST column of `name`'s row in `ctr images ls` output (`REF TYPE DIGEST SIZE …`).
+pub fn parse_image_digest(listing: &str, name: &str) -> Option<String> {
+    listing.lines().skip(1).find_map(|line| {
+        let mut cols = line.split_whitespace();
+        (cols.next()? == name).then_some(())?;
+        let digest = cols.nth(1)?;
+        digest.starts_with("sha256:").then(|| digest.to_string())
+    })
 }
 
 /// `containerd github.com/containerd/containerd v2.0.2 …` or `… 1.6.20~ds1 …` → major.
