@@ -205,6 +205,7 @@ prepare_node() {
     "$ROOT/target/debug/wasmkube-node-installer" install --host-root / --shim-source "$SHIM" \
     --bin-dir "$c/bin" --containerd-config "$c/config.toml" --shim-config "$c/shim.toml" \
     --containerd-socket "$c/containerd.sock" --containerd-major "$major" --restart none \
+    --stub-archive "$c/module-stub.tar" --ctr "$CONTAINERD_DIR/ctr" \
     >"$STATE/log/installer.log" 2>&1 || { cat "$STATE/log/installer.log" >&2; die "the node installer failed"; }
   log "restarting containerd (PID $(cat "$STATE/pid/containerd")) with the wasmkube handler"
   restart_containerd

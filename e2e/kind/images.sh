@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # Builds what the kind suite loads, without a Docker daemon: the static release binaries and
 # FROM scratch images of the operator and node installer for the cluster's architecture
-# (scripts/dist.sh, buildah), the module stub, and the test modules as OCI archives (image and
+# (scripts/dist.sh, buildah) and the test modules as OCI archives (image and
 # Wasm artifact forms). Writes everything to OUT (default target/kind).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-$ROOT/target/kind}
 ARCH=${ARCH:-amd64}
 bash "$ROOT/scripts/dist.sh" --arch "$ARCH" --tag "${TAG:-e2e}" "$OUT"
-# The module stub every node needs for Wasm artifacts (the installer's job on real nodes).
-"$OUT/bin/$ARCH/containerd-shim-wasmkube-v1" --write-stub-image "$OUT/module-stub.tar"
 cargo run --locked --quiet -p wasmkube-e2e --bin wasmkube-fixtures -- "$OUT"
