@@ -37,21 +37,27 @@ fn install_crd(api: &CrdApiServer) {
     .unwrap();
 }
 
-/// Every WasmApp document of the examples (`examples/*/wasmapp.yaml`) and of the kind scenario's
+/// Every WasmApp document of the examples (`examples/*/*.yaml`) and of the kind scenario's
 /// manifests (`e2e/kind/manifests/*.yaml` but invalid.yaml), with the registry filled in: (file,
 /// document).
 fn example_wasmapps() -> Vec<(PathBuf, Value)> {
     let root = repo_root();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path().join("wasmapp.yaml"))
-        .filter(|p| p.is_file())
-        .collect();
-    files.extend(
-        std::fs::read_dir(root.join("e2e/kind/manifests"))
+    let yaml = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect()
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .flat_map(|dir| yaml(&dir))
+        .collect();
+    files.extend(
+        yaml(&root.join("e2e/kind/manifests"))
+            .into_iter()
             .filter(|p| p.file_name().is_some_and(|n| n != "invalid.yaml")),
     );
     files.sort();
