@@ -122,17 +122,13 @@ pub const MODULE_REFERENCE: &str = concat!(
     validation = Rule::new("!has(self.http) || !has(self.ports) || size(self.ports) == 0 || self.ports.exists(p, p.port == self.http.port)")
         .message(refusal::HTTP_PORT_NOT_IN_PORTS),
     validation = Rule::new("!has(self.ports) || self.ports.all(p, !has(p.name) || self.ports.exists_one(q, has(q.name) && q.name == p.name))")
-        .message(refusal::PORT_NAMES_NOT_UNIQUE)
-        .field_path(".ports"),
+        .message(refusal::PORT_NAMES_NOT_UNIQUE),
     validation = Rule::new("!has(self.ports) || self.ports.all(p, has(p.name) || self.ports.exists_one(q, q.port == p.port))")
-        .message(refusal::SHARED_PORT_UNNAMED)
-        .field_path(".ports"),
+        .message(refusal::SHARED_PORT_UNNAMED),
     validation = Rule::new("!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.mountPath == v.mountPath))")
-        .message(refusal::MOUNT_PATHS_NOT_UNIQUE)
-        .field_path(".volumes"),
+        .message(refusal::MOUNT_PATHS_NOT_UNIQUE),
     validation = Rule::new("!has(self.env) || self.env.all(e, !has(e.value) || !has(e.valueFrom))")
         .message(refusal::ENV_VALUE_AND_VALUE_FROM)
-        .field_path(".env")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WasmAppSpec {
