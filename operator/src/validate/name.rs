@@ -90,7 +90,7 @@ pub fn label_value(s: &str) -> Option<String> {
         return Some("may hold only letters, digits, '-', '_' and '.'".into());
     }
     let edge_ok = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
-    if !edge_ok(s.chars().next()) || !edge_ok(s.chars().last()) {
+    if !(edge_ok(s.chars().next()) && edge_ok(s.chars().last())) {
         return Some("must start and end with a letter or digit".into());
     }
     None
