@@ -21,7 +21,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 use wasmkube_oci::{FetchError, RegistryConfig, Resolved};
 
-use crate::api::{condition, ModuleStatus, WasmApp};
+use crate::api::{condition, ModuleStatus, WasmApp, WasmAppStatus};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::validate;
@@ -225,16 +225,7 @@ async fn reconcile_inner(app: &WasmApp, ctx: &Context) -> Result<Action, Error> 
     let new_status = status::compute(app, &seen);
     if app.status.as_ref() != Some(&new_status) {
         announce_transitions(ctx, app, &new_status).await;
-        let apps: Api<WasmApp> = Api::namespaced(ctx.client.clone(), &ns);
-        apps.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": new_status })),
-        )
-        .await
-        .map_err(Error::kube(format!(
-            "updating status of wasmapp {ns}/{name}"
-        )))?;
+        write_status(ctx, &ns, &name, &new_status).await?;
     }
     let key = format!("{ns}/{name}");
     Ok(match resolution {
@@ -267,11 +258,21 @@ async fn report_invalid(
     }
     warn!(app = %name, namespace = %ns, problems = %invalid, "invalid wasmapp");
     publish(ctx, app, EventType::Warning, status::INVALID, message).await;
+    write_status(ctx, ns, name, &new_status).await
+}
+
+/// Merge-patches the app's `/status` subresource.
+async fn write_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &WasmAppStatus,
+) -> Result<(), Error> {
     let apps: Api<WasmApp> = Api::namespaced(ctx.client.clone(), ns);
     apps.patch_status(
         name,
         &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": new_status })),
+        &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await
     .map_err(Error::kube(format!(

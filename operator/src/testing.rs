@@ -12,6 +12,19 @@ use crate::api::{
     AppVolume, Arch, EdgePolicy, HttpSpec, Network, WasmApp, WasmAppSpec, WasmAppStatus,
 };
 
+/// A writable emptyDir volume `name` mounted at `path`.
+pub fn volume(name: &str, path: &str) -> AppVolume {
+    AppVolume {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: false,
+        config_map: None,
+        secret: None,
+        empty_dir: Some(crate::api::EmptyDir::default()),
+        persistent_volume_claim: None,
+    }
+}
+
 /// A WasmApp `name` in namespace `default` with uid and generation set, module
 /// `registry.example/apps/NAME:1`.
 pub fn app(name: &str) -> WasmApp {

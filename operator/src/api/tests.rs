@@ -2,23 +2,11 @@
 //! invalid apps are refused with the message a user reads from `kubectl apply`.
 
 use super::*;
-use crate::testing::{app, AppExt};
+use crate::testing::{app, volume, AppExt};
 use kube::CustomResourceExt;
 
 fn refusal(app: &WasmApp) -> String {
     format!("{:?}", app.validate_cel().expect_err("must be refused"))
-}
-
-fn volume(name: &str, path: &str) -> AppVolume {
-    AppVolume {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: false,
-        config_map: None,
-        secret: None,
-        empty_dir: Some(EmptyDir::default()),
-        persistent_volume_claim: None,
-    }
 }
 
 #[test]

@@ -4,20 +4,8 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::*;
-use crate::api::{AppPort, AppVolume, EmptyDir, HttpSpec, Protocol};
-use crate::testing::{app, AppExt};
-
-fn volume(name: &str, path: &str) -> AppVolume {
-    AppVolume {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: false,
-        config_map: None,
-        secret: None,
-        empty_dir: Some(EmptyDir::default()),
-        persistent_volume_claim: None,
-    }
-}
+use crate::api::{AppPort, EmptyDir, HttpSpec, Protocol};
+use crate::testing::{app, volume, AppExt};
 
 fn port(name: Option<&str>, number: i32, protocol: Option<Protocol>) -> AppPort {
     AppPort {
