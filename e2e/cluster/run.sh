@@ -15,6 +15,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 # shellcheck source=e2e/cluster/scenarios.sh disable=SC1091
 source "$ROOT/e2e/cluster/scenarios.sh"
+# No edge node here (read by the placement scenario).
+# shellcheck disable=SC2034
 EDGE_NODE=
 
 scenario_no_route_out() {

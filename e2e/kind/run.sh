@@ -19,7 +19,9 @@ readonly REGISTRY_HOST="localhost:${REGISTRY_PORT}"
 ROOT=$(cd "${0%/*}/../.." && pwd)
 readonly ROOT
 # The scenarios read these (see e2e/cluster/scenarios.sh).
+# shellcheck disable=SC2034
 REGISTRY="${REGISTRY_NAME}:5000"
+# shellcheck disable=SC2034
 EDGE_NODE="${CLUSTER}-worker2"
 # shellcheck source=e2e/cluster/scenarios.sh disable=SC1091
 source "$ROOT/e2e/cluster/scenarios.sh"
