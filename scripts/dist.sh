@@ -9,7 +9,8 @@
 # `kind load image-archive` takes) and NAME.tar (the multi-arch index with every platform).
 # --push copies each index to HOST:PORT/wasmkube/NAME:TAG over plain HTTP (a local registry).
 # --profile dev gives the same binaries faster (what CI checks); dist is the release profile.
-# Installs what it needs: apt musl-tools, gcc-aarch64-linux-gnu, buildah; rustup musl targets.
+# Installs what it needs: apt musl-tools, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, buildah;
+# rustup musl targets.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ARCHES=amd64,arm64
@@ -43,7 +44,9 @@ source "$ROOT/scripts/lib.sh"
 
 IFS=, read -r -a arches <<<"$ARCHES"
 need_apt buildah musl-tools
-[[ ,$ARCHES, == *,arm64,* ]] && need_apt gcc-aarch64-linux-gnu
+# The cross C compiler and the aarch64 libc headers (a recommends of the compiler, which
+# --no-install-recommends leaves out; ring's C code needs them).
+[[ ,$ARCHES, == *,arm64,* ]] && need_apt gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 mkdir -p "$OUT"
 
 # buildah with its own storage under OUT: nothing is left in the machine's image store.
